@@ -1,0 +1,117 @@
+//! Live numbers about the topic plan, for `vigil topics`: end offsets and
+//! each consumer group's lag.
+
+use crate::Error;
+use crate::client::KafkaConfig;
+use crate::topics::TopicSpec;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Serialize)]
+pub struct TopicReport {
+    pub name: String,
+    pub delivery: String,
+    pub key: String,
+    pub partitions: i32,
+    pub retention_ms: Option<i64>,
+    /// Whether the topic exists on the broker.
+    pub exists: bool,
+    /// Next offset to be written, per partition.
+    pub end_offsets: Vec<i64>,
+    /// Records currently held (end minus start, summed over partitions).
+    pub records: i64,
+    pub groups: Vec<GroupLag>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupLag {
+    pub group: String,
+    /// Records behind the end, summed over partitions with a committed offset.
+    pub lag: i64,
+}
+
+/// Blocking: call from a blocking thread.
+pub fn report(cfg: &KafkaConfig, plan: &[TopicSpec], extra_groups: &[&str]) -> Result<Vec<TopicReport>, Error> {
+    let timeout = Duration::from_secs(5);
+    let client: BaseConsumer = cfg
+        .consumer_config(crate::Delivery::AtMostOnce, "vigil-topics")
+        .create()
+        .map_err(|e| Error::kafka("create client", e))?;
+    let md = client
+        .fetch_metadata(None, timeout)
+        .map_err(|e| Error::Unreachable { brokers: cfg.brokers.clone(), cause: e.to_string() })?;
+    let mut groups: Vec<String> = match client.fetch_group_list(None, timeout) {
+        Ok(list) => list.groups().iter().map(|g| g.name().to_string()).collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "list groups not available");
+            vec![]
+        }
+    };
+    groups.extend(extra_groups.iter().map(|s| s.to_string()));
+    groups.sort();
+    groups.dedup();
+    let mut out = Vec::new();
+    for spec in plan {
+        let parts =
+            md.topics().iter().find(|t| t.name() == spec.name).map(|t| t.partitions().len() as i32).unwrap_or(0);
+        let mut end_offsets = Vec::new();
+        let mut records = 0;
+        for p in 0..parts {
+            let (lo, hi) =
+                client.fetch_watermarks(spec.name, p, timeout).map_err(|e| Error::kafka("fetch watermarks", e))?;
+            end_offsets.push(hi);
+            records += (hi - lo).max(0);
+        }
+        let mut lags = Vec::new();
+        for g in &groups {
+            if let Some(lag) = group_lag(cfg, g, spec.name, &end_offsets)? {
+                lags.push(GroupLag { group: g.clone(), lag });
+            }
+        }
+        out.push(TopicReport {
+            name: spec.name.into(),
+            delivery: spec.delivery.name().into(),
+            key: spec.key.into(),
+            partitions: if parts > 0 { parts } else { spec.partitions },
+            retention_ms: spec.retention_ms,
+            exists: parts > 0,
+            end_offsets,
+            records,
+            groups: lags,
+        });
+    }
+    Ok(out)
+}
+
+/// The lag of `group` on `topic`, or `None` if it committed nothing there.
+fn group_lag(cfg: &KafkaConfig, group: &str, topic: &str, ends: &[i64]) -> Result<Option<i64>, Error> {
+    if ends.is_empty() {
+        return Ok(None);
+    }
+    let c: BaseConsumer = cfg
+        .consumer_config(crate::Delivery::AtMostOnce, group)
+        .create()
+        .map_err(|e| Error::kafka("create client", e))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..ends.len() as i32 {
+        tpl.add_partition(topic, p);
+    }
+    let committed = match c.committed_offsets(tpl, Duration::from_secs(5)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(group, topic, error = %e, "no committed offsets");
+            return Ok(None);
+        }
+    };
+    let mut lag = 0;
+    let mut any = false;
+    for e in committed.elements() {
+        if let Offset::Offset(o) = e.offset() {
+            any = true;
+            lag += (ends[e.partition() as usize] - o).max(0);
+        }
+    }
+    Ok(any.then_some(lag))
+}

@@ -1,0 +1,100 @@
+//! Cameras to Kafka.
+//!
+//! Per camera stream, three stages joined by a byte-bounded buffer:
+//! `source` (a thread: capture/encode) → `buffer` (accepts or drops, assigns
+//! `seq`) → `publish` (a task: records to the topic with its policy). The
+//! main stream goes to `vigil.frames`, a sub stream to `vigil.live`.
+
+pub mod buffer;
+pub mod publish;
+pub mod seq;
+pub mod source;
+
+use bus::KafkaConfig;
+use bus::metrics::Metrics;
+use bus::topics::{self, TopicSpec};
+use media::Stream;
+use publish::{AckLog, Publisher};
+use source::SourceSpec;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CameraSpec {
+    pub id: String,
+    pub main: SourceSpec,
+    pub sub: Option<SourceSpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    pub data_dir: PathBuf,
+    pub cameras: Vec<CameraSpec>,
+    /// Bytes buffered per camera stream before the camera drops frames.
+    pub buffer_bytes: usize,
+    /// Optional log of every acknowledged frame (for crash tests).
+    pub ack_log: Option<PathBuf>,
+    /// How long to wait for outstanding deliveries at shutdown.
+    pub drain: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+    #[error("camera {camera}: {source}")]
+    Seq { camera: String, source: std::io::Error },
+    #[error("ack log {path}: {source}")]
+    AckLog { path: PathBuf, source: std::io::Error },
+}
+
+/// Runs every camera until `shutdown` resolves, then drains.
+pub async fn run(
+    cfg: IngestConfig,
+    kafka: KafkaConfig,
+    plan: Vec<TopicSpec>,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let ack_log = match &cfg.ack_log {
+        Some(p) => Some(AckLog::open(p).map_err(|source| Error::AckLog { path: p.clone(), source })?),
+        None => None,
+    };
+    let topic = |name: &str| plan.iter().find(|s| s.name == name).cloned().expect("topic in plan");
+    let (frames, live) = (topic(topics::FRAMES), topic(topics::LIVE));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let mut tasks = Vec::new();
+    for cam in &cfg.cameras {
+        let streams = std::iter::once((Stream::Main, &cam.main, &frames))
+            .chain(cam.sub.as_ref().map(|s| (Stream::Sub, s, &live)));
+        for (stream, spec, topic) in streams {
+            let seq_dir = cfg.data_dir.join("ingest").join("seq");
+            let seq = seq::SeqCounter::open(&seq_dir, &format!("{}.{}", cam.id, stream.name()))
+                .map_err(|source| Error::Seq { camera: cam.id.clone(), source })?;
+            let (tx, rx) = buffer::buffer(cfg.buffer_bytes, seq, &metrics, &cam.id, topic.name);
+            let publisher = Publisher::new(&kafka, topic, &cam.id, cfg.buffer_bytes / 1024, ack_log.clone(), &metrics)?;
+            tasks.push(tokio::spawn(publisher.run(rx, cfg.drain)));
+            let (spec, id, stop, m) = (spec.clone(), cam.id.clone(), stop.clone(), metrics.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("cam-{id}"))
+                    .spawn(move || source::run(spec, id, stream, tx, stop, m))
+                    .expect("spawn camera thread"),
+            );
+        }
+    }
+    tracing::info!(cameras = cfg.cameras.len(), "ingest running");
+    shutdown.await;
+    stop.store(true, Ordering::Relaxed);
+    // Cameras stop first; each publisher ends when its buffer is empty and
+    // its camera (the sender) is gone.
+    let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    tracing::info!("ingest stopped");
+    Ok(())
+}

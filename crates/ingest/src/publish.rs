@@ -1,0 +1,265 @@
+//! Publishing one camera stream to its topic with the topic's policy.
+//!
+//! - exactly-once / at-least-once topics (`vigil.frames`): the idempotent
+//!   producer never gives up on an accepted frame. When librdkafka's bounded
+//!   queue is full (broker slow or away) the publisher waits, its buffer
+//!   fills, and the camera drops (and counts) new frames. A delivery that
+//!   fails anyway is sent again: the consumer dedupes by (camera, seq).
+//! - at-most-once topics (`vigil.live`): a full queue or failed delivery
+//!   drops the frame. Live video wants the newest frame, not an old one.
+
+use crate::buffer::BufferReceiver;
+use bus::metrics::{Counter, Metrics};
+use bus::{Delivery, KafkaConfig, TopicSpec};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use media::{Frame, FrameMeta};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Appends `camera stream seq partition offset` for every frame the broker
+/// acknowledged: the ground truth crash tests compare the archive against.
+#[derive(Clone)]
+pub struct AckLog(Arc<Mutex<std::fs::File>>);
+
+impl AckLog {
+    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(AckLog(Arc::new(Mutex::new(f))))
+    }
+    fn write(&self, lines: &str) {
+        let mut f = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = f.write_all(lines.as_bytes()) {
+            tracing::error!(error = %e, "cannot write the ack log");
+        }
+    }
+}
+
+/// One record on its way to the broker.
+struct Outgoing {
+    meta: Arc<FrameMeta>,
+    last_chunk: bool,
+    frame_len: usize,
+    bytes: Vec<u8>,
+}
+
+type Inflight = Pin<Box<dyn Future<Output = (Result<(i32, i64), String>, Outgoing)> + Send>>;
+
+pub struct Publisher {
+    kafka: KafkaConfig,
+    producer: FutureProducer,
+    topic: &'static str,
+    delivery: Delivery,
+    buffer_kbytes: usize,
+    ack_log: Option<AckLog>,
+    acked: Counter,
+    acked_bytes: Counter,
+    errors: Counter,
+    retries: Counter,
+    dropped: Counter,
+    pending_acks: String,
+}
+
+impl Publisher {
+    pub fn new(
+        kafka: &KafkaConfig,
+        topic: &TopicSpec,
+        camera: &str,
+        buffer_kbytes: usize,
+        ack_log: Option<AckLog>,
+        metrics: &Metrics,
+    ) -> Result<Self, bus::Error> {
+        let labels = [("camera", camera), ("topic", topic.name)];
+        Ok(Publisher {
+            kafka: kafka.clone(),
+            producer: kafka.producer(topic.delivery, buffer_kbytes)?,
+            topic: topic.name,
+            delivery: topic.delivery,
+            buffer_kbytes,
+            ack_log,
+            acked: metrics.counter("vigil_ingest_frames_produced_total", "Frames the broker acknowledged.", &labels),
+            acked_bytes: metrics.counter(
+                "vigil_ingest_bytes_produced_total",
+                "Frame payload bytes the broker acknowledged.",
+                &labels,
+            ),
+            errors: metrics.counter("vigil_ingest_produce_errors_total", "Failed sends and deliveries.", &labels),
+            retries: metrics.counter(
+                "vigil_ingest_produce_retries_total",
+                "Records sent again after a failed delivery.",
+                &labels,
+            ),
+            dropped: metrics.counter(
+                "vigil_ingest_dropped_frames_total",
+                "Frames a camera produced that ingest did not accept, by reason.",
+                &[("camera", camera), ("topic", topic.name), ("reason", "delivery-failed")],
+            ),
+            pending_acks: String::new(),
+        })
+    }
+
+    /// Publishes until the buffer's sender is gone, then waits (at most
+    /// `drain`) for outstanding deliveries.
+    pub async fn run(mut self, mut rx: BufferReceiver, drain: Duration) {
+        let mut inflight: FuturesUnordered<Inflight> = FuturesUnordered::new();
+        let mut retry: VecDeque<Outgoing> = VecDeque::new();
+        let mut flush = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            while let Some(out) = retry.pop_front() {
+                self.send(out, &mut inflight, &mut retry).await;
+            }
+            tokio::select! {
+                Some((res, out)) = inflight.next(), if !inflight.is_empty() => self.delivered(res, out, &mut retry),
+                frame = rx.recv() => {
+                    let Some(frame) = frame else { break };
+                    let len = frame.payload.len();
+                    for out in self.records(frame) {
+                        self.send(out, &mut inflight, &mut retry).await;
+                    }
+                    rx.release(len);
+                }
+                _ = flush.tick() => self.flush_acks(),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + drain;
+        while !(inflight.is_empty() && retry.is_empty()) {
+            if let Some(out) = retry.pop_front() {
+                self.send(out, &mut inflight, &mut retry).await;
+            }
+            match tokio::time::timeout_at(deadline, inflight.next()).await {
+                Ok(Some((res, out))) => self.delivered(res, out, &mut retry),
+                Ok(None) => {}
+                Err(_) => {
+                    tracing::warn!(
+                        topic = self.topic,
+                        outstanding = inflight.len() + retry.len(),
+                        "stopping with records not yet acknowledged"
+                    );
+                    break;
+                }
+            }
+        }
+        self.flush_acks();
+    }
+
+    fn records(&self, frame: Frame) -> Vec<Outgoing> {
+        let frame_len = frame.payload.len();
+        match media::split(&frame, self.kafka.max_message_bytes) {
+            Ok(recs) => {
+                let meta = Arc::new(frame.meta);
+                let n = recs.len();
+                recs.into_iter()
+                    .enumerate()
+                    .map(|(i, bytes)| Outgoing { meta: meta.clone(), last_chunk: i + 1 == n, frame_len, bytes })
+                    .collect()
+            }
+            Err(e) => {
+                tracing::error!(camera = %frame.meta.camera, seq = frame.meta.seq, error = %e, "cannot split frame");
+                self.errors.inc();
+                vec![]
+            }
+        }
+    }
+
+    async fn send(&mut self, out: Outgoing, inflight: &mut FuturesUnordered<Inflight>, retry: &mut VecDeque<Outgoing>) {
+        loop {
+            // The record's timestamp is the producer's clock, not the
+            // camera's: broker retention counts from it, and a camera with a
+            // wrong clock must not get its frames deleted on arrival.
+            let rec = FutureRecord::to(self.topic).key(out.meta.camera.as_bytes()).payload(&out.bytes);
+            let err = match self.producer.send_result(rec) {
+                Ok(fut) => {
+                    inflight.push(Box::pin(async move {
+                        let res = match fut.await {
+                            Ok(Ok(d)) => Ok((d.partition, d.offset)),
+                            Ok(Err((e, _))) => Err(e.to_string()),
+                            Err(_) => Err("producer closed".to_string()),
+                        };
+                        (res, out)
+                    }));
+                    return;
+                }
+                Err((e, _)) => e,
+            };
+            let queue_full = matches!(err, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull));
+            if self.delivery == Delivery::AtMostOnce {
+                if out.last_chunk {
+                    self.dropped.inc();
+                }
+                return;
+            }
+            if !queue_full {
+                self.errors.inc();
+                tracing::warn!(topic = self.topic, error = %err, "send failed, retrying");
+            }
+            // Wait for the broker to take something before trying again:
+            // this is what pushes back on the camera.
+            match tokio::time::timeout(Duration::from_millis(100), inflight.next()).await {
+                Ok(Some((res, done))) => self.delivered(res, done, retry),
+                _ => self.recover_if_fatal(),
+            }
+        }
+    }
+
+    fn delivered(&mut self, res: Result<(i32, i64), String>, out: Outgoing, retry: &mut VecDeque<Outgoing>) {
+        match res {
+            Ok((partition, offset)) => {
+                if out.last_chunk {
+                    self.acked.inc();
+                    self.acked_bytes.add(out.frame_len as u64);
+                    if self.ack_log.is_some() {
+                        let m = &out.meta;
+                        use std::fmt::Write;
+                        let _ = writeln!(
+                            self.pending_acks,
+                            "{} {} {} {partition} {offset}",
+                            m.camera,
+                            m.stream.name(),
+                            m.seq
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                self.errors.inc();
+                if self.delivery == Delivery::AtMostOnce {
+                    if out.last_chunk {
+                        self.dropped.inc();
+                    }
+                    return;
+                }
+                tracing::warn!(topic = self.topic, camera = %out.meta.camera, seq = out.meta.seq, error = %e, "delivery failed, sending again");
+                self.retries.inc();
+                self.recover_if_fatal();
+                retry.push_back(out);
+            }
+        }
+    }
+
+    /// An idempotent producer that hit a fatal error refuses all further
+    /// sends: replace it (the consumer dedupes whatever it resends).
+    fn recover_if_fatal(&mut self) {
+        if let Some((code, why)) = self.producer.client().fatal_error() {
+            tracing::error!(topic = self.topic, ?code, why, "producer failed fatally, starting a new one");
+            match self.kafka.producer(self.delivery, self.buffer_kbytes) {
+                Ok(p) => self.producer = p,
+                Err(e) => tracing::error!(error = %e, "cannot start a new producer"),
+            }
+        }
+    }
+
+    fn flush_acks(&mut self) {
+        if let Some(log) = &self.ack_log
+            && !self.pending_acks.is_empty()
+        {
+            log.write(&self.pending_acks);
+            self.pending_acks.clear();
+        }
+    }
+}

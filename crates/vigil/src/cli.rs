@@ -1,0 +1,104 @@
+//! The command line, as parsed by clap. Validation into typed settings
+//! happens in `config`.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Video monitoring on Kafka: cameras → Kafka topics → archive, live view, detection."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Global {
+    /// TOML config file (see vigil.example.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where this role keeps its state [default: ./vigil-data].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Kafka brokers, HOST:PORT,... [default: the embedded broker: `up`
+    /// starts it; other roles use the one started for the data dir, else
+    /// 127.0.0.1:9092].
+    #[arg(long, global = true, value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+    /// Where this role serves /metrics and /healthz (`off` to disable).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Everything in one process: embedded broker, cameras, every role.
+    Up(UpArgs),
+    /// Only the embedded Kafka-compatible broker.
+    Broker {
+        /// Address to listen on [default: 127.0.0.1:9092].
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Publish cameras to Kafka.
+    Ingest(IngestArgs),
+    /// The topic plan with live numbers: guarantee, partitions, retention,
+    /// end offsets, consumer-group lag.
+    Topics {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks, each against a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Synthetic demo cameras to run when no camera is configured.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub demo_cameras: usize,
+    #[command(flatten)]
+    pub cameras: CameraArgs,
+    /// Web address (UI, API, /metrics) [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the embedded broker [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "ADDR")]
+    pub broker_listen: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub cameras: CameraArgs,
+    /// Append `camera stream seq partition offset` for every frame the
+    /// broker acknowledged (for audits and crash tests).
+    #[arg(long, value_name = "FILE")]
+    pub ack_log: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct CameraArgs {
+    /// A camera, ID=SOURCE, e.g. `cam1=synthetic:` or
+    /// `door=synthetic:width=1280,height=720,fps=15,codec=mjpeg`. Repeatable;
+    /// adds to the cameras of the config file.
+    #[arg(long = "camera", value_name = "ID=SOURCE")]
+    pub camera: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Frames through vigil's ingest path (envelope, buffer, publisher,
+    /// broker, reader) beside a bare rdkafka produce→consume loop.
+    Ingest(crate::bench::BenchArgs),
+}

@@ -1,0 +1,259 @@
+//! The config file and the command line, validated into typed settings.
+//!
+//! Precedence: command line, then config file, then defaults. Every error
+//! names the key (or flag) at fault.
+
+use crate::cli::{CameraArgs, Global};
+use anyhow::{Context, Result, anyhow, bail};
+use bus::KafkaConfig;
+use bus::topics::{TopicOverride, TopicSpec};
+use ingest::CameraSpec;
+use ingest::source::SourceSpec;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub data_dir: Option<PathBuf>,
+    /// `host:port,...`; empty or absent: the embedded broker.
+    pub brokers: Option<String>,
+    pub max_message_bytes: Option<usize>,
+    pub replication_factor: Option<i32>,
+    /// librdkafka properties passed through (SASL, TLS, ...).
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+    #[serde(default)]
+    pub broker: BrokerSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    #[serde(default)]
+    pub ingest: IngestSection,
+    #[serde(default)]
+    pub cameras: Vec<CameraEntry>,
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicOverride>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSection {
+    pub listen: Option<SocketAddr>,
+    pub maintenance_interval_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSection {
+    pub buffer_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraEntry {
+    pub id: String,
+    pub source: String,
+    pub sub: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Validated settings shared by every role.
+#[derive(Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// `None`: the embedded broker.
+    pub brokers: Option<String>,
+    pub kafka: KafkaConfig,
+    pub plan: Vec<TopicSpec>,
+    pub broker_listen: SocketAddr,
+    pub maintenance_interval_s: u64,
+    /// `None`: metrics off; `Some(None)`: the role's default address.
+    pub metrics_listen: Option<Option<SocketAddr>>,
+    pub buffer_bytes: usize,
+    pub cameras: Vec<CameraSpec>,
+}
+
+pub const DEFAULT_BROKER: &str = "127.0.0.1:9092";
+
+impl Settings {
+    pub fn load(g: &Global, cams: &CameraArgs) -> Result<Self> {
+        let file = match &g.config {
+            Some(p) => parse_file(p)?,
+            None => File::default(),
+        };
+        let data_dir = g.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("vigil-data"));
+        let brokers = g.brokers.clone().or(file.brokers).filter(|b| !b.trim().is_empty());
+        if let Some(b) = &brokers {
+            for hp in b.split(',') {
+                let ok = hp.trim().rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !ok {
+                    bail!("brokers: `{hp}` is not HOST:PORT");
+                }
+            }
+        }
+        let max_message_bytes = file.max_message_bytes.unwrap_or(1_000_000);
+        if !(16_384..=100_000_000).contains(&max_message_bytes) {
+            bail!("max_message_bytes = {max_message_bytes}: use 16384..=100000000");
+        }
+        let buffer_bytes = file.ingest.buffer_bytes.unwrap_or(32 << 20);
+        if buffer_bytes < 2 * max_message_bytes {
+            bail!("ingest.buffer_bytes = {buffer_bytes}: must hold at least two messages ({})", 2 * max_message_bytes);
+        }
+        let plan = bus::topics::plan_with(&file.topics).map_err(|e| anyhow!(e))?;
+        let metrics_text = g.metrics_listen.clone().or(file.metrics.listen);
+        let metrics_listen = match metrics_text.as_deref() {
+            Some("off") => None,
+            Some(a) => {
+                Some(Some(a.parse().map_err(|_| anyhow!("metrics listen address `{a}` is not IP:PORT (or `off`)"))?))
+            }
+            None => Some(None),
+        };
+        let mut cameras = Vec::new();
+        for c in file.cameras.iter().filter(|c| c.enabled) {
+            let main = SourceSpec::parse(&c.source).map_err(|e| anyhow!("cameras.{}: {e}", c.id))?;
+            let sub = c
+                .sub
+                .as_deref()
+                .map(SourceSpec::parse)
+                .transpose()
+                .map_err(|e| anyhow!("cameras.{}.sub: {e}", c.id))?;
+            cameras.push(CameraSpec { id: c.id.clone(), main, sub });
+        }
+        for arg in &cams.camera {
+            let (id, src) = arg.split_once('=').ok_or_else(|| anyhow!("--camera `{arg}`: expected ID=SOURCE"))?;
+            let main = SourceSpec::parse(src).map_err(|e| anyhow!("--camera {id}: {e}"))?;
+            cameras.push(CameraSpec { id: id.to_string(), main, sub: None });
+        }
+        for (i, c) in cameras.iter().enumerate() {
+            media::validate_camera_id(&c.id)?;
+            if cameras[..i].iter().any(|o| o.id == c.id) {
+                bail!("camera `{}` is configured twice", c.id);
+            }
+        }
+        let mut kafka = KafkaConfig::new(brokers.clone().unwrap_or_default());
+        kafka.properties = file.kafka;
+        kafka.max_message_bytes = max_message_bytes;
+        kafka.replication_factor = file.replication_factor.unwrap_or(if brokers.is_some() { -1 } else { 1 });
+        Ok(Settings {
+            data_dir,
+            brokers,
+            kafka,
+            plan,
+            broker_listen: file.broker.listen.unwrap_or_else(|| DEFAULT_BROKER.parse().expect("valid")),
+            maintenance_interval_s: file.broker.maintenance_interval_s.unwrap_or(60).max(1),
+            metrics_listen,
+            buffer_bytes,
+            cameras,
+        })
+    }
+
+    /// Where a role that did not start the broker finds it: `--brokers`,
+    /// else the broker started for this data dir, else the default port.
+    pub fn resolve_brokers(&mut self) {
+        if self.kafka.brokers.is_empty() {
+            self.kafka.brokers = broker::discover(&self.data_dir).unwrap_or_else(|| DEFAULT_BROKER.to_string());
+        }
+    }
+
+    pub fn metrics_addr(&self, default: &str) -> Option<SocketAddr> {
+        self.metrics_listen.map(|a| a.unwrap_or_else(|| default.parse().expect("valid default")))
+    }
+}
+
+fn parse_file(p: &Path) -> Result<File> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow!("config {}: {}", p.display(), e.message().trim_end()).context(span_hint(&text, e.span())))
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(s) => {
+            let line = text[..s.start.min(text.len())].lines().count().max(1);
+            format!("at line {line}")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml_text: &str, cams: &[&str]) -> Result<Settings> {
+        let dir = std::env::temp_dir().join(format!("vigil-cfg-{}-{}", std::process::id(), toml_text.len()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("vigil.toml");
+        std::fs::write(&p, toml_text).unwrap();
+        let g = Global { config: Some(p), ..Default::default() };
+        Settings::load(&g, &CameraArgs { camera: cams.iter().map(|s| s.to_string()).collect() })
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../../../vigil.example.toml");
+        let s = load(text, &[]).unwrap();
+        assert!(!s.cameras.is_empty());
+    }
+
+    #[test]
+    fn good_config() {
+        let s = load(
+            r#"
+            brokers = "k1:9092,k2:9092"
+            [kafka]
+            "security.protocol" = "SASL_SSL"
+            [[cameras]]
+            id = "door"
+            source = "synthetic:fps=5"
+            sub = "synthetic:width=320,height=180"
+            [topics."vigil.frames"]
+            partitions = 8
+            "#,
+            &["yard=synthetic:codec=mjpeg"],
+        )
+        .unwrap();
+        assert_eq!(s.brokers.as_deref(), Some("k1:9092,k2:9092"));
+        assert_eq!(s.kafka.properties["security.protocol"], "SASL_SSL");
+        assert_eq!(s.cameras.len(), 2);
+        assert!(s.cameras[0].sub.is_some());
+        assert_eq!(s.plan.iter().find(|t| t.name == "vigil.frames").unwrap().partitions, 8);
+        assert_eq!(s.kafka.replication_factor, -1);
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let cases = [
+            ("colour = 1", "colour"),
+            ("[broker]\nport = 1", "port"),
+            ("brokers = \"nohostport\"", "HOST:PORT"),
+            ("max_message_bytes = 10", "max_message_bytes"),
+            ("[[cameras]]\nid = \"a b\"\nsource = \"synthetic:\"", "camera id"),
+            ("[[cameras]]\nid = \"a\"\nsource = \"synthetic:fps=x\"", "cameras.a"),
+            (
+                "[[cameras]]\nid = \"a\"\nsource = \"synthetic:\"\n[[cameras]]\nid = \"a\"\nsource = \"synthetic:\"",
+                "twice",
+            ),
+            ("[topics.\"vigil.nope\"]\npartitions = 2", "vigil.nope"),
+            ("[metrics]\nlisten = \"nowhere\"", "metrics"),
+        ];
+        for (text, want) in cases {
+            let err = format!("{:#}", load(text, &[]).unwrap_err());
+            assert!(err.contains(want), "{text:?} gave {err}");
+        }
+        assert!(format!("{:#}", load("", &["noequals"]).unwrap_err()).contains("ID=SOURCE"));
+    }
+}

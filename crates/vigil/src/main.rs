@@ -1,0 +1,217 @@
+//! `vigil`: one binary, a subcommand per role. This file only wires the
+//! library crates together; each role's logic lives in its crate.
+
+mod bench;
+mod cli;
+mod config;
+mod topics_cmd;
+
+use anyhow::{Context, Result};
+use bus::Metrics;
+use clap::Parser;
+use cli::{Cli, Command};
+use config::Settings;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+                .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn,tansu=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vigil: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Up(a) => {
+            let mut s = Settings::load(g, &a.cameras)?;
+            if s.cameras.is_empty() {
+                s.cameras = demo_cameras(a.demo_cameras);
+            }
+            if let Some(l) = a.broker_listen {
+                s.broker_listen = l;
+            }
+            up(s, a.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"))).await
+        }
+        Command::Broker { listen } => {
+            let mut s = Settings::load(g, &Default::default())?;
+            if let Some(l) = listen {
+                s.broker_listen = l;
+            }
+            run_broker(s).await
+        }
+        Command::Ingest(a) => {
+            let mut s = Settings::load(g, &a.cameras)?;
+            anyhow::ensure!(
+                !s.cameras.is_empty(),
+                "no cameras: add --camera ID=SOURCE or [[cameras]] in the config file"
+            );
+            s.resolve_brokers();
+            run_ingest(s, a.ack_log).await
+        }
+        Command::Topics { json } => {
+            let mut s = Settings::load(g, &Default::default())?;
+            s.resolve_brokers();
+            topics_cmd::run(s, json).await
+        }
+        Command::Bench { which } => match which {
+            cli::BenchCommand::Ingest(a) => bench::ingest(Settings::load(g, &Default::default())?, a).await,
+        },
+    }
+}
+
+/// The demo: synthetic cameras sized to leave most of a small machine free
+/// (see README for the measured CPU). The first has a sub stream for live
+/// view, the last is MJPEG so both codecs are always exercised.
+fn demo_cameras(n: usize) -> Vec<ingest::CameraSpec> {
+    use ingest::source::SourceSpec;
+    (1..=n)
+        .map(|i| {
+            let main = if i == n && n > 1 {
+                "codec=mjpeg,fps=5,quality=60"
+            } else {
+                "width=640,height=360,fps=10,bitrate=300k,gop=20"
+            };
+            let sub = (i == 1).then(|| {
+                SourceSpec::parse("synthetic:width=320,height=180,fps=10,bitrate=120k,gop=20").expect("valid demo")
+            });
+            ingest::CameraSpec {
+                id: format!("cam{i}"),
+                main: SourceSpec::parse(&format!("synthetic:{main}")).expect("valid demo"),
+                sub,
+            }
+        })
+        .collect()
+}
+
+async fn start_embedded(s: &mut Settings) -> Result<broker::EmbeddedBroker> {
+    let b = broker::EmbeddedBroker::start(&broker::BrokerConfig {
+        data_dir: s.data_dir.clone(),
+        listen: s.broker_listen,
+        maintenance_interval: Duration::from_secs(s.maintenance_interval_s),
+    })
+    .await?;
+    s.kafka.brokers = b.addr().to_string();
+    Ok(b)
+}
+
+/// Connects and creates missing topics; warnings go to the log.
+async fn prepare_bus(s: &Settings) -> Result<()> {
+    let k = s.kafka.clone();
+    tokio::task::spawn_blocking(move || k.wait_ready(Duration::from_secs(15))).await??;
+    for w in s.kafka.ensure_topics(&s.plan).await? {
+        tracing::warn!("{w}");
+    }
+    Ok(())
+}
+
+async fn serve_metrics(m: &Metrics, addr: Option<SocketAddr>) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    match addr {
+        Some(a) => Ok(Some(m.clone().serve(a).await.with_context(|| format!("cannot serve metrics on {a}"))?)),
+        None => Ok(None),
+    }
+}
+
+async fn up(mut s: Settings, web: SocketAddr) -> Result<()> {
+    let embedded = match s.brokers {
+        None => Some(start_embedded(&mut s).await?),
+        Some(_) => None,
+    };
+    prepare_bus(&s).await?;
+    let metrics = Metrics::default();
+    let _web = serve_metrics(&metrics, Some(web)).await?;
+    println!("vigil is up");
+    match &embedded {
+        Some(b) => println!("  broker   {} (embedded, data in {})", b.addr(), s.data_dir.join("broker.db").display()),
+        None => println!("  brokers  {}", s.kafka.brokers),
+    }
+    for c in &s.cameras {
+        println!(
+            "  camera   {:<12} {} → {}{}",
+            c.id,
+            describe(&c.main),
+            bus::topics::FRAMES,
+            if c.sub.is_some() { format!(", sub stream → {}", bus::topics::LIVE) } else { String::new() }
+        );
+    }
+    println!("  metrics  http://{web}/metrics");
+    println!("  topics   vigil topics --data-dir {}", s.data_dir.display());
+    println!("open http://{web}/healthz  (Ctrl-C stops; the web app arrives with the web issue)");
+    let cfg = ingest_config(&s, None);
+    ingest::run(cfg, s.kafka.clone(), s.plan.clone(), metrics, shutdown_signal()).await?;
+    drop(embedded);
+    Ok(())
+}
+
+fn describe(src: &ingest::source::SourceSpec) -> String {
+    match src {
+        ingest::source::SourceSpec::Synthetic(c) => {
+            format!("synthetic {}x{} {}fps {}", c.width, c.height, c.fps, c.codec.name())
+        }
+    }
+}
+
+async fn run_broker(mut s: Settings) -> Result<()> {
+    let b = start_embedded(&mut s).await?;
+    prepare_bus(&s).await?;
+    let metrics = Metrics::default();
+    let _m = serve_metrics(&metrics, s.metrics_addr("127.0.0.1:9465")).await?;
+    println!("vigil broker listening on {} (data in {})", b.addr(), s.data_dir.join("broker.db").display());
+    shutdown_signal().await;
+    drop(b);
+    Ok(())
+}
+
+async fn run_ingest(s: Settings, ack_log: Option<std::path::PathBuf>) -> Result<()> {
+    prepare_bus(&s).await?;
+    let metrics = Metrics::default();
+    let _m = serve_metrics(&metrics, s.metrics_addr("127.0.0.1:9466")).await?;
+    println!("vigil ingest: {} camera(s) → {}", s.cameras.len(), s.kafka.brokers);
+    ingest::run(ingest_config(&s, ack_log), s.kafka.clone(), s.plan.clone(), metrics, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn ingest_config(s: &Settings, ack_log: Option<std::path::PathBuf>) -> ingest::IngestConfig {
+    ingest::IngestConfig {
+        data_dir: s.data_dir.clone(),
+        cameras: s.cameras.clone(),
+        buffer_bytes: s.buffer_bytes,
+        ack_log,
+        drain: Duration::from_secs(10),
+    }
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping (again to stop at once)");
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,49 @@
+//! `vigil topics`: the topic plan with live numbers from the broker.
+
+use crate::config::Settings;
+use anyhow::Result;
+
+/// vigil's own consumer groups, listed even where the broker cannot list groups.
+const KNOWN_GROUPS: &[&str] = &["vigil-archive", "vigil-detect", "vigil-collect"];
+
+pub async fn run(s: Settings, json: bool) -> Result<()> {
+    let (kafka, plan) = (s.kafka.clone(), s.plan.clone());
+    let report = tokio::task::spawn_blocking(move || bus::inspect::report(&kafka, &plan, KNOWN_GROUPS)).await??;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("brokers: {}", s.kafka.brokers);
+    println!(
+        "{:<20} {:<14} {:>5} {:>10} {:>10} {:>10}  consumer groups (lag)",
+        "topic", "guarantee", "parts", "retention", "end", "held"
+    );
+    for t in report {
+        let retention = match t.retention_ms {
+            Some(ms) => human_ms(ms),
+            None => "compact".into(),
+        };
+        let end: i64 = t.end_offsets.iter().sum();
+        let groups = if t.groups.is_empty() {
+            "-".to_string()
+        } else {
+            t.groups.iter().map(|g| format!("{} ({})", g.group, g.lag)).collect::<Vec<_>>().join(", ")
+        };
+        let parts = if t.exists { t.partitions.to_string() } else { "missing".into() };
+        println!(
+            "{:<20} {:<14} {:>5} {:>10} {:>10} {:>10}  {}",
+            t.name, t.delivery, parts, retention, end, t.records, groups
+        );
+    }
+    Ok(())
+}
+
+fn human_ms(ms: i64) -> String {
+    match ms {
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}

@@ -1,0 +1,154 @@
+//! Helpers shared by the end-to-end tests: temp dirs, free ports, the
+//! embedded broker, child `vigil` processes that are always cleaned up.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vigil-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+pub async fn embedded(dir: &Path) -> broker::EmbeddedBroker {
+    broker::EmbeddedBroker::start(&broker::BrokerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: free_port(),
+        maintenance_interval: Duration::from_secs(1),
+    })
+    .await
+    .expect("embedded broker starts")
+}
+
+pub fn kafka(addr: SocketAddr) -> bus::KafkaConfig {
+    let mut k = bus::KafkaConfig::new(addr.to_string());
+    k.replication_factor = 1;
+    k
+}
+
+/// A child `vigil` process, killed (SIGKILL) when dropped.
+pub struct Vigil {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Vigil {
+    pub fn start(name: &str, args: &[&str], log: &Path) -> Vigil {
+        let out = std::fs::File::create(log.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(args)
+            .env("VIGIL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn vigil");
+        Vigil { child, name: name.to_string() }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `patience` for a clean exit.
+    pub fn stop(&mut self, patience: Duration) -> Option<std::process::ExitStatus> {
+        unsafe_kill(self.child.id(), 15);
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        None
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+pub fn wait_port(addr: SocketAddr, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("nothing listens on {addr} after {within:?}");
+}
+
+/// Runs `vigil ARGS` to completion (bounded) and returns (exit code, stdout, stderr).
+pub fn vigil(args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn vigil");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vigil {args:?} did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Every frame on `topic`, from the beginning, until `n` arrived or `idle` passed without one.
+pub async fn read_all(
+    k: &bus::KafkaConfig,
+    topic: &bus::TopicSpec,
+    partitions: i32,
+    idle: Duration,
+) -> (Vec<bus::Delivered>, bus::Metrics) {
+    let metrics = bus::Metrics::default();
+    let mut r = bus::FrameReader::assign(k, topic, partitions, rdkafka::Offset::Beginning, &metrics).unwrap();
+    let mut out = Vec::new();
+    while let Ok(Ok(d)) = tokio::time::timeout(idle, r.next()).await {
+        out.push(d);
+    }
+    (out, metrics)
+}
+
+/// (camera, stream, seq) of every line of an ack log.
+pub fn acked(path: &Path) -> Vec<(String, String, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (cam, stream, seq) = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+            Some((cam.to_string(), stream.to_string(), seq))
+        })
+        .collect()
+}

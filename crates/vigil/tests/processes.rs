@@ -1,0 +1,135 @@
+//! Roles as separate processes: the broker killed and restarted under a
+//! running ingest, and the command line's error contract.
+
+mod common;
+
+use bus::topics;
+use common::*;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_survives_a_broker_restart_without_losing_acknowledged_frames() {
+    let dir = temp_dir("restart");
+    let addr = free_port();
+    let (broker_dir, ingest_dir) = (dir.join("broker"), dir.join("ingest"));
+    let listen = addr.to_string();
+    let broker_args =
+        ["broker", "--listen", &listen, "--data-dir", broker_dir.to_str().unwrap(), "--metrics-listen", "off"];
+    let mut broker = Vigil::start("broker", &broker_args, &dir);
+    wait_port(addr, Duration::from_secs(30));
+    let ack_log = dir.join("acks.log");
+    let mut ingest = Vigil::start(
+        "ingest",
+        &[
+            "ingest",
+            "--brokers",
+            &listen,
+            "--data-dir",
+            ingest_dir.to_str().unwrap(),
+            "--metrics-listen",
+            "off",
+            "--camera",
+            "r1=synthetic:width=160,height=96,fps=20,gop=10",
+            "--camera",
+            "r2=synthetic:width=160,height=96,fps=20,codec=mjpeg",
+            "--ack-log",
+            ack_log.to_str().unwrap(),
+        ],
+        &dir,
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = acked(&ack_log).len();
+    assert!(before > 20, "ingest acknowledged only {before} frames before the restart");
+
+    broker.kill(); // SIGKILL mid-stream
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut broker = Vigil::start("broker2", &broker_args, &dir);
+    wait_port(addr, Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let status = ingest.stop(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "ingest did not stop cleanly: {status:?}");
+
+    let acks = acked(&ack_log);
+    let after_restart = acks.len() - before;
+    assert!(after_restart > 20, "ingest did not recover: {after_restart} frames acknowledged after the restart");
+    let (frames, _) = read_all(&kafka(addr), &topics::plan()[0], 4, Duration::from_secs(5)).await;
+    let stored: BTreeSet<(String, u64)> =
+        frames.iter().map(|d| (d.frame.meta.camera.clone(), d.frame.meta.seq)).collect();
+    let missing: Vec<_> = acks.iter().filter(|(c, _, s)| !stored.contains(&(c.clone(), *s))).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged frames lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    broker.stop(Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_taken_broker_port_is_a_clear_error() {
+    let dir = temp_dir("port");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) =
+        vigil(&["broker", "--listen", &addr, "--data-dir", dir.to_str().unwrap(), "--metrics-listen", "off"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("in use") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn an_unwritable_data_dir_is_a_clear_error() {
+    let dir = temp_dir("unwritable");
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let addr = free_port().to_string();
+    let (code, _, err) = vigil(&[
+        "broker",
+        "--listen",
+        &addr,
+        "--data-dir",
+        file.join("sub").to_str().unwrap(),
+        "--metrics-listen",
+        "off",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not writable"), "{err}");
+}
+
+#[test]
+fn bad_config_and_arguments_are_one_line_errors() {
+    let dir = temp_dir("badcfg");
+    let cfg = dir.join("v.toml");
+    std::fs::write(&cfg, "data_dir = \"x\"\nfavourite_colour = \"red\"\n").unwrap();
+    let (code, _, err) = vigil(&["--config", cfg.to_str().unwrap(), "topics"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("favourite_colour"), "{err}");
+    let (code, _, err) = vigil(&["ingest", "--camera", "bad id=synthetic:", "--brokers", "127.0.0.1:1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("camera id"), "{err}");
+    let (code, _, err) = vigil(&["topics", "--brokers", "127.0.0.1:1", "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no Kafka broker answers"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_shows_the_plan_with_live_numbers() {
+    let dir = temp_dir("topics");
+    let b = embedded(&dir.join("broker")).await;
+    let k = kafka(b.addr());
+    k.ensure_topics(&topics::plan()).await.unwrap();
+    let brokers = b.addr().to_string();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || vigil(&["topics", "--json", "--brokers", &brokers])).await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let frames = v.as_array().unwrap().iter().find(|t| t["name"] == "vigil.frames").unwrap();
+    assert_eq!(frames["delivery"], "exactly-once");
+    assert_eq!(frames["exists"], true);
+    assert_eq!(frames["end_offsets"].as_array().unwrap().len(), 4);
+    let brokers = b.addr().to_string();
+    let (code, out, _) = tokio::task::spawn_blocking(move || vigil(&["topics", "--brokers", &brokers])).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(out.contains("vigil.live") && out.contains("at-most-once"), "{out}");
+}
