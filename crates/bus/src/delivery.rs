@@ -77,12 +77,16 @@ impl Delivery {
             ("enable.auto.offset.store", "false".into()),
             ("fetch.message.max.bytes", fetch.clone()),
             ("max.partition.fetch.bytes", fetch),
+            // The embedded broker (tansu 0.6) sleeps for up to the fetch
+            // wait after *every* fetch, even one that found data: with
+            // librdkafka's default of 500 ms a consumer gets one fetch per
+            // 250 ms. A short wait keeps consumers fast and live video live.
+            ("fetch.wait.max.ms", "20".into()),
         ];
         match self {
             Delivery::AtMostOnce => s.extend([
                 // Start at the end: the newest data, never a backlog.
                 ("auto.offset.reset", "latest".into()),
-                ("fetch.wait.max.ms", "10".into()),
             ]),
             Delivery::AtLeastOnce => s.extend([("auto.offset.reset", "earliest".into())]),
             Delivery::ExactlyOnce | Delivery::LastValue => {

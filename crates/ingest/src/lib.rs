@@ -14,7 +14,7 @@ use bus::KafkaConfig;
 use bus::metrics::Metrics;
 use bus::topics::{self, TopicSpec};
 use media::Stream;
-use publish::{AckLog, Publisher};
+use publish::{AckLog, Publisher, SharedProducer};
 use source::SourceSpec;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -64,18 +64,24 @@ pub async fn run(
     };
     let topic = |name: &str| plan.iter().find(|s| s.name == name).cloned().expect("topic in plan");
     let (frames, live) = (topic(topics::FRAMES), topic(topics::LIVE));
+    // One producer per topic; librdkafka's queue for it holds up to one
+    // camera buffer's worth per camera.
+    let budget = |n: usize| (cfg.buffer_bytes / 1024 * n.max(1)).min(1 << 20);
+    let frames_producer = SharedProducer::new(&kafka, frames.delivery, budget(cfg.cameras.len()))?;
+    let live_producer =
+        SharedProducer::new(&kafka, live.delivery, budget(cfg.cameras.iter().filter(|c| c.sub.is_some()).count()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let mut tasks = Vec::new();
     for cam in &cfg.cameras {
-        let streams = std::iter::once((Stream::Main, &cam.main, &frames))
-            .chain(cam.sub.as_ref().map(|s| (Stream::Sub, s, &live)));
-        for (stream, spec, topic) in streams {
+        let main = (Stream::Main, &cam.main, &frames, &frames_producer);
+        let sub = cam.sub.as_ref().map(|s| (Stream::Sub, s, &live, &live_producer));
+        for (stream, spec, topic, producer) in std::iter::once(main).chain(sub) {
             let seq_dir = cfg.data_dir.join("ingest").join("seq");
             let seq = seq::SeqCounter::open(&seq_dir, &format!("{}.{}", cam.id, stream.name()))
                 .map_err(|source| Error::Seq { camera: cam.id.clone(), source })?;
             let (tx, rx) = buffer::buffer(cfg.buffer_bytes, seq, &metrics, &cam.id, topic.name);
-            let publisher = Publisher::new(&kafka, topic, &cam.id, cfg.buffer_bytes / 1024, ack_log.clone(), &metrics)?;
+            let publisher = Publisher::new(producer.clone(), topic, &cam.id, ack_log.clone(), &metrics);
             tasks.push(tokio::spawn(publisher.run(rx, cfg.drain)));
             let (spec, id, stop, m) = (spec.clone(), cam.id.clone(), stop.clone(), metrics.clone());
             threads.push(

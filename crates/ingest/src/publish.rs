@@ -41,6 +41,47 @@ impl AckLog {
     }
 }
 
+/// One producer per topic, shared by every camera stream publishing to it
+/// (fewer, fuller batches than a producer per camera), and replaced when it
+/// fails fatally.
+#[derive(Clone)]
+pub struct SharedProducer {
+    kafka: KafkaConfig,
+    delivery: Delivery,
+    buffer_kbytes: usize,
+    current: Arc<Mutex<FutureProducer>>,
+}
+
+impl SharedProducer {
+    /// `buffer_kbytes` bounds what librdkafka holds for this topic while
+    /// the broker is slow or away.
+    pub fn new(kafka: &KafkaConfig, delivery: Delivery, buffer_kbytes: usize) -> Result<Self, bus::Error> {
+        Ok(SharedProducer {
+            kafka: kafka.clone(),
+            delivery,
+            buffer_kbytes,
+            current: Arc::new(Mutex::new(kafka.producer(delivery, buffer_kbytes)?)),
+        })
+    }
+
+    fn get(&self) -> FutureProducer {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// An idempotent producer that hit a fatal error refuses all further
+    /// sends: replace it (the consumer dedupes whatever is sent again).
+    fn recover_if_fatal(&self) {
+        let mut p = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((code, why)) = p.client().fatal_error() {
+            tracing::error!(?code, why, "producer failed fatally, starting a new one");
+            match self.kafka.producer(self.delivery, self.buffer_kbytes) {
+                Ok(new) => *p = new,
+                Err(e) => tracing::error!(error = %e, "cannot start a new producer"),
+            }
+        }
+    }
+}
+
 /// One record on its way to the broker.
 struct Outgoing {
     meta: Arc<FrameMeta>,
@@ -52,11 +93,10 @@ struct Outgoing {
 type Inflight = Pin<Box<dyn Future<Output = (Result<(i32, i64), String>, Outgoing)> + Send>>;
 
 pub struct Publisher {
-    kafka: KafkaConfig,
-    producer: FutureProducer,
+    producer: SharedProducer,
+    max_message_bytes: usize,
     topic: &'static str,
     delivery: Delivery,
-    buffer_kbytes: usize,
     ack_log: Option<AckLog>,
     acked: Counter,
     acked_bytes: Counter,
@@ -68,20 +108,18 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(
-        kafka: &KafkaConfig,
+        producer: SharedProducer,
         topic: &TopicSpec,
         camera: &str,
-        buffer_kbytes: usize,
         ack_log: Option<AckLog>,
         metrics: &Metrics,
-    ) -> Result<Self, bus::Error> {
+    ) -> Self {
         let labels = [("camera", camera), ("topic", topic.name)];
-        Ok(Publisher {
-            kafka: kafka.clone(),
-            producer: kafka.producer(topic.delivery, buffer_kbytes)?,
+        Publisher {
+            max_message_bytes: producer.kafka.max_message_bytes,
+            producer,
             topic: topic.name,
             delivery: topic.delivery,
-            buffer_kbytes,
             ack_log,
             acked: metrics.counter("vigil_ingest_frames_produced_total", "Frames the broker acknowledged.", &labels),
             acked_bytes: metrics.counter(
@@ -101,7 +139,7 @@ impl Publisher {
                 &[("camera", camera), ("topic", topic.name), ("reason", "delivery-failed")],
             ),
             pending_acks: String::new(),
-        })
+        }
     }
 
     /// Publishes until the buffer's sender is gone, then waits (at most
@@ -150,7 +188,7 @@ impl Publisher {
 
     fn records(&self, frame: Frame) -> Vec<Outgoing> {
         let frame_len = frame.payload.len();
-        match media::split(&frame, self.kafka.max_message_bytes) {
+        match media::split(&frame, self.max_message_bytes) {
             Ok(recs) => {
                 let meta = Arc::new(frame.meta);
                 let n = recs.len();
@@ -168,12 +206,13 @@ impl Publisher {
     }
 
     async fn send(&mut self, out: Outgoing, inflight: &mut FuturesUnordered<Inflight>, retry: &mut VecDeque<Outgoing>) {
+        let mut producer = self.producer.get();
         loop {
             // The record's timestamp is the producer's clock, not the
             // camera's: broker retention counts from it, and a camera with a
             // wrong clock must not get its frames deleted on arrival.
             let rec = FutureRecord::to(self.topic).key(out.meta.camera.as_bytes()).payload(&out.bytes);
-            let err = match self.producer.send_result(rec) {
+            let err = match producer.send_result(rec) {
                 Ok(fut) => {
                     inflight.push(Box::pin(async move {
                         let res = match fut.await {
@@ -202,7 +241,10 @@ impl Publisher {
             // this is what pushes back on the camera.
             match tokio::time::timeout(Duration::from_millis(100), inflight.next()).await {
                 Ok(Some((res, done))) => self.delivered(res, done, retry),
-                _ => self.recover_if_fatal(),
+                _ => {
+                    self.producer.recover_if_fatal();
+                    producer = self.producer.get();
+                }
             }
         }
     }
@@ -236,20 +278,8 @@ impl Publisher {
                 }
                 tracing::warn!(topic = self.topic, camera = %out.meta.camera, seq = out.meta.seq, error = %e, "delivery failed, sending again");
                 self.retries.inc();
-                self.recover_if_fatal();
+                self.producer.recover_if_fatal();
                 retry.push_back(out);
-            }
-        }
-    }
-
-    /// An idempotent producer that hit a fatal error refuses all further
-    /// sends: replace it (the consumer dedupes whatever it resends).
-    fn recover_if_fatal(&mut self) {
-        if let Some((code, why)) = self.producer.client().fatal_error() {
-            tracing::error!(topic = self.topic, ?code, why, "producer failed fatally, starting a new one");
-            match self.kafka.producer(self.delivery, self.buffer_kbytes) {
-                Ok(p) => self.producer = p,
-                Err(e) => tracing::error!(error = %e, "cannot start a new producer"),
             }
         }
     }

@@ -25,13 +25,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 4)]
     pub cameras: usize,
     /// Frames per run, all cameras together.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 4000)]
     pub frames: usize,
     /// Frame sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "16384,102400")]
     pub sizes: Vec<usize>,
     /// Rounds per size (bare and vigil alternate; the best of each counts).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub rounds: usize,
 }
 
@@ -70,7 +70,8 @@ pub async fn ingest(mut s: Settings, a: BenchArgs) -> Result<()> {
             run_id += 1;
             let t = topic(&format!("bench.bare.{}.{run_id}", std::process::id()));
             create(&s.kafka, &t).await?;
-            bare_best = bare_best.min(bare_loop(&s.kafka, &t, a.frames, a.cameras, size).await?);
+            let bare = bare_loop(&s.kafka, &t, a.frames, a.cameras, size).await?;
+            bare_best = bare_best.min(bare);
             let t = topic(&format!("bench.vigil.{}.{run_id}", std::process::id()));
             create(&s.kafka, &t).await?;
             vigil_best = vigil_best
@@ -159,6 +160,7 @@ async fn bare_loop(k: &KafkaConfig, t: &TopicSpec, n: usize, cameras: usize, siz
         }
     }
     while inflight.next().await.is_some() {}
+    tracing::debug!(secs = start.elapsed().as_secs_f64(), "bare loop: all acknowledged");
     consume.await?
 }
 
@@ -184,11 +186,12 @@ async fn vigil_path(
         Ok(start.elapsed().as_secs_f64())
     });
     let mut feeders = Vec::new();
+    let producer = ingest::publish::SharedProducer::new(k, t.delivery, 64 * 1024)?;
     for c in 0..cameras {
         let camera = format!("cam{c}");
         let seq = ingest::seq::SeqCounter::open(seq_dir, &camera)?;
         let (mut tx, rx) = ingest::buffer::buffer(32 << 20, seq, &metrics, &camera, t.name);
-        let publisher = ingest::publish::Publisher::new(k, t, &camera, 64 * 1024 / cameras.max(1), None, &metrics)?;
+        let publisher = ingest::publish::Publisher::new(producer.clone(), t, &camera, None, &metrics);
         let task = tokio::spawn(publisher.run(rx, Duration::from_secs(30)));
         let per_camera = n / cameras + usize::from(c < n % cameras);
         let feeder = std::thread::spawn(move || {

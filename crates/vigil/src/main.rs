@@ -23,6 +23,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn,tansu=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
