@@ -40,10 +40,30 @@ impl KafkaConfig {
         c.set("bootstrap.servers", &self.brokers);
         // Metadata refreshes fast enough to notice a restarted broker quickly.
         c.set("reconnect.backoff.max.ms", "1000");
+        c
+    }
+
+    /// The user's pass-through properties go last, so tuning (SASL, TLS,
+    /// batch and fetch sizes) wins; the keys that make up a delivery
+    /// guarantee are refused earlier, in `check_properties`.
+    fn with_user_properties(&self, mut c: ClientConfig) -> ClientConfig {
         for (k, v) in &self.properties {
             c.set(k, v);
         }
         c
+    }
+
+    /// Refuses pass-through properties that would silently change a
+    /// topic's delivery guarantee.
+    pub fn check_properties(&self) -> Result<(), String> {
+        for k in self.properties.keys() {
+            if crate::delivery::GUARANTEE_KEYS.contains(&k.as_str()) {
+                return Err(format!(
+                    "kafka.\"{k}\": vigil sets this from each topic's delivery guarantee (see ARCHITECTURE.md); it cannot be overridden"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A producer with the settings of `delivery`; `buffer_kbytes` bounds
@@ -53,7 +73,7 @@ impl KafkaConfig {
         for (k, v) in delivery.producer_settings(self.max_message_bytes, buffer_kbytes) {
             c.set(k, v);
         }
-        c.create().map_err(|e| Error::kafka("create producer", e))
+        self.with_user_properties(c).create().map_err(|e| Error::kafka("create producer", e))
     }
 
     /// A consumer config with the settings of `delivery`, for the caller to
@@ -64,16 +84,17 @@ impl KafkaConfig {
         for (k, v) in delivery.consumer_settings(self.max_message_bytes) {
             c.set(k, v);
         }
-        c
+        self.with_user_properties(c)
     }
 
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, Error> {
-        self.base().create().map_err(|e| Error::kafka("create admin client", e))
+        self.with_user_properties(self.base()).create().map_err(|e| Error::kafka("create admin client", e))
     }
 
     /// Fails with a clear error when no broker answers within `timeout`.
     pub fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
-        let consumer: BaseConsumer = self.base().create().map_err(|e| Error::kafka("create client", e))?;
+        let consumer: BaseConsumer =
+            self.with_user_properties(self.base()).create().map_err(|e| Error::kafka("create client", e))?;
         let deadline = Instant::now() + timeout;
         loop {
             match consumer.fetch_metadata(None, Duration::from_millis(1000)) {
@@ -171,7 +192,8 @@ impl KafkaConfig {
 
     /// Partition count of each named topic that exists.
     pub fn partition_counts(&self, names: &[String]) -> Result<BTreeMap<String, i32>, Error> {
-        let consumer: BaseConsumer = self.base().create().map_err(|e| Error::kafka("create client", e))?;
+        let consumer: BaseConsumer =
+            self.with_user_properties(self.base()).create().map_err(|e| Error::kafka("create client", e))?;
         let md = consumer
             .fetch_metadata(None, Duration::from_secs(10))
             .map_err(|e| Error::Unreachable { brokers: self.brokers.clone(), cause: e.to_string() })?;

@@ -13,6 +13,27 @@
 
 use serde::Serialize;
 
+/// librdkafka properties that make up a guarantee: only this module sets
+/// them, and the config file may not override them.
+pub const GUARANTEE_KEYS: &[&str] = &[
+    "acks",
+    "request.required.acks",
+    "enable.idempotence",
+    "retries",
+    "message.send.max.retries",
+    "max.in.flight",
+    "max.in.flight.requests.per.connection",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "transactional.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "isolation.level",
+    "group.id",
+    "bootstrap.servers",
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Delivery {

@@ -145,6 +145,7 @@ impl Settings {
         }
         let mut kafka = KafkaConfig::new(brokers.clone().unwrap_or_default());
         kafka.properties = file.kafka;
+        kafka.check_properties().map_err(|e| anyhow!(e))?;
         kafka.max_message_bytes = max_message_bytes;
         kafka.replication_factor = file.replication_factor.unwrap_or(if brokers.is_some() { -1 } else { 1 });
         Ok(Settings {
@@ -249,6 +250,8 @@ mod tests {
             ),
             ("[topics.\"vigil.nope\"]\npartitions = 2", "vigil.nope"),
             ("[metrics]\nlisten = \"nowhere\"", "metrics"),
+            ("[kafka]\nacks = \"0\"", "kafka.\"acks\""),
+            ("[kafka]\n\"enable.auto.commit\" = \"true\"", "delivery guarantee"),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", load(text, &[]).unwrap_err());

@@ -212,3 +212,21 @@ async fn embedded_broker_enforces_retention() {
     assert_eq!(after, 0, "records older than retention.ms are still held");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_topics_with_other_settings_are_warned_about_not_changed() {
+    let dir = temp_dir("conflict");
+    let b = embedded(&dir.join("broker")).await;
+    let k = kafka(b.addr());
+    let mut odd = spec(topics::FRAMES);
+    odd.partitions = 2;
+    assert!(k.ensure_topics(std::slice::from_ref(&odd)).await.unwrap().is_empty());
+    let warnings = k.ensure_topics(&topics::plan()).await.unwrap();
+    assert!(warnings.iter().any(|w| w.contains("vigil.frames") && w.contains("2 partitions")), "{warnings:?}");
+    let names: Vec<String> = topics::names().iter().map(|s| s.to_string()).collect();
+    let k2 = k.clone();
+    let counts = tokio::task::spawn_blocking(move || k2.partition_counts(&names)).await.unwrap().unwrap();
+    assert_eq!(counts["vigil.frames"], 2, "an existing topic must not be changed");
+    assert_eq!(counts.len(), 7, "the missing topics were created");
+    let _ = std::fs::remove_dir_all(&dir);
+}

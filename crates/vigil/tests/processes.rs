@@ -19,31 +19,31 @@ async fn ingest_survives_a_broker_restart_without_losing_acknowledged_frames() {
     let mut broker = Vigil::start("broker", &broker_args, &dir);
     wait_port(addr, Duration::from_secs(30));
     let ack_log = dir.join("acks.log");
-    let mut ingest = Vigil::start(
-        "ingest",
-        &[
-            "ingest",
-            "--brokers",
-            &listen,
-            "--data-dir",
-            ingest_dir.to_str().unwrap(),
-            "--metrics-listen",
-            "off",
-            "--camera",
-            "r1=synthetic:width=160,height=96,fps=20,gop=10",
-            "--camera",
-            "r2=synthetic:width=160,height=96,fps=20,codec=mjpeg",
-            "--ack-log",
-            ack_log.to_str().unwrap(),
-        ],
-        &dir,
-    );
+    // Small buffers, so the busy MJPEG camera runs out of room while the
+    // broker is down and must drop (and count) new frames.
+    let cfg = dir.join("ingest.toml");
+    std::fs::write(&cfg, "max_message_bytes = 200000\n[ingest]\nbuffer_bytes = 400000\n").unwrap();
+    let metrics_addr = free_port();
+    let (metrics_listen, ack_path) = (metrics_addr.to_string(), ack_log.to_str().unwrap());
+    #[rustfmt::skip]
+    let ingest_args = [
+        "ingest", "--config", cfg.to_str().unwrap(), "--brokers", &listen,
+        "--data-dir", ingest_dir.to_str().unwrap(), "--metrics-listen", &metrics_listen,
+        "--camera", "r1=synthetic:width=160,height=96,fps=20,gop=10",
+        "--camera", "r2=synthetic:width=640,height=360,fps=20,codec=mjpeg,quality=95",
+        "--ack-log", ack_path,
+    ];
+    let mut ingest = Vigil::start("ingest", &ingest_args, &dir);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let before = acked(&ack_log).len();
     assert!(before > 20, "ingest acknowledged only {before} frames before the restart");
 
     broker.kill(); // SIGKILL mid-stream
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let down = http_get(metrics_addr, "/metrics");
+    let dropped =
+        metric(&down, "vigil_ingest_dropped_frames_total{camera=\"r2\",topic=\"vigil.frames\",reason=\"buffer-full\"}");
+    assert!(dropped.is_some_and(|d| d > 0.0), "no frames counted as dropped while the broker was down: {dropped:?}");
     let mut broker = Vigil::start("broker2", &broker_args, &dir);
     wait_port(addr, Duration::from_secs(30));
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -119,6 +119,38 @@ async fn topics_shows_the_plan_with_live_numbers() {
     let b = embedded(&dir.join("broker")).await;
     let k = kafka(b.addr());
     k.ensure_topics(&topics::plan()).await.unwrap();
+    // Ten frames on the frames topic, and a group that has read four.
+    let producer = k.producer(bus::Delivery::ExactlyOnce, 1024).unwrap();
+    for seq in 0..10 {
+        let meta = media::FrameMeta {
+            camera: "t".into(),
+            stream: media::Stream::Main,
+            codec: media::Codec::Mjpeg,
+            seq,
+            capture_us: bus::now_us(),
+            pts_90k: 0,
+            key: true,
+            discontinuity: false,
+        };
+        let rec = media::split(&media::Frame { meta, payload: vec![7; 100] }, 10_000).unwrap().remove(0);
+        producer
+            .send(rdkafka::producer::FutureRecord::to("vigil.frames").key("t").payload(&rec), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    let (k2, group) = (k.clone(), "vigil-archive");
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+        let c: BaseConsumer = k2.consumer_config(bus::Delivery::ExactlyOnce, group).create().unwrap();
+        let wm: Vec<(i32, i64)> =
+            (0..4).map(|p| (p, c.fetch_watermarks("vigil.frames", p, Duration::from_secs(5)).unwrap().1)).collect();
+        let (p, hi) = wm.into_iter().find(|(_, hi)| *hi == 10).expect("one partition holds the camera");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset("vigil.frames", p, rdkafka::Offset::Offset(hi - 6)).unwrap();
+        c.commit(&tpl, CommitMode::Sync).unwrap();
+    })
+    .await
+    .unwrap();
     let brokers = b.addr().to_string();
     let (code, out, err) =
         tokio::task::spawn_blocking(move || vigil(&["topics", "--json", "--brokers", &brokers])).await.unwrap();
@@ -128,6 +160,9 @@ async fn topics_shows_the_plan_with_live_numbers() {
     assert_eq!(frames["delivery"], "exactly-once");
     assert_eq!(frames["exists"], true);
     assert_eq!(frames["end_offsets"].as_array().unwrap().len(), 4);
+    assert_eq!(frames["records"], 10);
+    let groups = frames["groups"].as_array().unwrap();
+    assert!(groups.iter().any(|g| g["group"] == "vigil-archive" && g["lag"] == 6), "{groups:?}");
     let brokers = b.addr().to_string();
     let (code, out, _) = tokio::task::spawn_blocking(move || vigil(&["topics", "--brokers", &brokers])).await.unwrap();
     assert_eq!(code, 0);
