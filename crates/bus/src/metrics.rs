@@ -98,8 +98,17 @@ impl Metrics {
 
     /// Serves `GET /metrics` (and `/healthz`) on `addr` until the task is dropped.
     pub async fn serve(self, addr: SocketAddr) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        self.serve_with(addr, axum::Router::new()).await
+    }
+
+    /// Serves the metrics routes plus `extra` (a role's own pages) on `addr`.
+    pub async fn serve_with(
+        self,
+        addr: SocketAddr,
+        extra: axum::Router,
+    ) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        let app = self.router();
+        let app = self.router().merge(extra);
         Ok(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "metrics server stopped");

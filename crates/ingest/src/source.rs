@@ -87,6 +87,10 @@ fn run_synthetic(
         let capture_us = bus::now_us();
         render(cfg.width, cfg.height, n, capture_us, &mut picture);
         let enc = encoder.encode(&picture, cfg.width, cfg.height, out.wants_key_frame())?;
+        n += 1;
+        if enc.data.is_empty() {
+            continue; // the encoder's rate control skipped this picture
+        }
         captured.inc();
         let frame = Frame {
             meta: FrameMeta {
@@ -95,14 +99,13 @@ fn run_synthetic(
                 codec: encoder.codec(),
                 seq: 0,
                 capture_us,
-                pts_90k: (n * 90_000 / cfg.fps as u64) as i64,
+                pts_90k: ((n - 1) * 90_000 / cfg.fps as u64) as i64,
                 key: enc.key,
                 discontinuity: false,
             },
             payload: enc.data,
         };
         let _ = out.offer(frame);
-        n += 1;
     }
     Ok(())
 }

@@ -165,7 +165,10 @@ impl Encoder {
                     .rate_control_mode(RateControlMode::Bitrate)
                     .usage_type(UsageType::CameraVideoRealTime)
                     .intra_frame_period(IntraFramePeriod::from_num_frames(c.gop))
-                    .skip_frames(false);
+                    // Without frame skipping openh264 cannot hold the
+                    // bitrate (and says so on every start); a skipped frame
+                    // comes back empty and the camera leaves it out.
+                    .skip_frames(true);
                 let api = openh264::OpenH264API::from_source();
                 let enc = openh264::encoder::Encoder::with_api_config(api, cfg)
                     .map_err(|e| Error::Codec(format!("openh264: {e}")))?;

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod config;
+mod status;
 mod topics_cmd;
 
 use anyhow::{Context, Result};
@@ -140,7 +141,12 @@ async fn up(mut s: Settings, web: SocketAddr) -> Result<()> {
     };
     prepare_bus(&s).await?;
     let metrics = Metrics::default();
-    let _web = serve_metrics(&metrics, Some(web)).await?;
+    let page = status::router(
+        s.kafka.clone(),
+        s.plan.clone(),
+        s.cameras.iter().map(|c| (c.id.clone(), describe(&c.main))).collect(),
+    );
+    let _web = metrics.clone().serve_with(web, page).await.with_context(|| format!("cannot serve on {web}"))?;
     println!("vigil is up");
     match &embedded {
         Some(b) => println!("  broker   {} (embedded, data in {})", b.addr(), s.data_dir.join("broker.db").display()),
@@ -157,7 +163,7 @@ async fn up(mut s: Settings, web: SocketAddr) -> Result<()> {
     }
     println!("  metrics  http://{web}/metrics");
     println!("  topics   vigil topics --data-dir {}", s.data_dir.display());
-    println!("open http://{web}/healthz  (Ctrl-C stops; the web app arrives with the web issue)");
+    println!("open http://{web}/  (Ctrl-C stops)");
     let cfg = ingest_config(&s, None);
     ingest::run(cfg, s.kafka.clone(), s.plan.clone(), metrics, shutdown_signal()).await?;
     drop(embedded);
