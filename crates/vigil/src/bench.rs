@@ -66,16 +66,21 @@ pub async fn ingest(mut s: Settings, a: BenchArgs) -> Result<()> {
     let mut run_id = 0;
     for &size in &a.sizes {
         let (mut bare_best, mut vigil_best) = (f64::MAX, f64::MAX);
-        for _ in 0..a.rounds {
-            run_id += 1;
-            let t = topic(&format!("bench.bare.{}.{run_id}", std::process::id()));
-            create(&s.kafka, &t).await?;
-            let bare = bare_loop(&s.kafka, &t, a.frames, a.cameras, size).await?;
-            bare_best = bare_best.min(bare);
-            let t = topic(&format!("bench.vigil.{}.{run_id}", std::process::id()));
-            create(&s.kafka, &t).await?;
-            vigil_best = vigil_best
-                .min(vigil_path(&s.kafka, &t, a.frames, a.cameras, size, &dir.join(format!("seq{run_id}"))).await?);
+        for round in 0..a.rounds {
+            // Alternate which goes first, so neither always meets a
+            // fresher broker; each run's topic is deleted after it.
+            for vigil_turn in [round % 2 == 1, round % 2 == 0] {
+                run_id += 1;
+                let t = topic(&format!("bench.{}.{run_id}", std::process::id()));
+                create(&s.kafka, &t).await?;
+                if vigil_turn {
+                    let seq_dir = dir.join(format!("seq{run_id}"));
+                    vigil_best = vigil_best.min(vigil_path(&s.kafka, &t, a.frames, a.cameras, size, &seq_dir).await?);
+                } else {
+                    bare_best = bare_best.min(bare_loop(&s.kafka, &t, a.frames, a.cameras, size).await?);
+                }
+                delete(&s.kafka, &t).await;
+            }
         }
         let (bare_rate, vigil_rate) = (a.frames as f64 / bare_best, a.frames as f64 / vigil_best);
         let mb = |r: f64| r * size as f64 / 1e6;
@@ -109,6 +114,18 @@ async fn create(k: &KafkaConfig, t: &TopicSpec) -> Result<()> {
     k.replication_factor = 1;
     k.ensure_topics(std::slice::from_ref(t)).await?;
     Ok(())
+}
+
+async fn delete(k: &KafkaConfig, t: &TopicSpec) {
+    let opts = rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match k.admin() {
+        Ok(admin) => {
+            if let Err(e) = admin.delete_topics(&[t.name], &opts).await {
+                tracing::warn!(topic = t.name, error = %e, "cannot delete benchmark topic");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot delete benchmark topic"),
+    }
 }
 
 fn free_port() -> Result<std::net::SocketAddr> {
