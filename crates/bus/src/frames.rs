@@ -55,8 +55,16 @@ struct CameraCounters {
     age: Gauge,
 }
 
+/// A frame's identity while its chunks are being collected.
+type FrameKey = (String, media::Stream, u64);
+
 pub struct FrameReader {
     consumer: StreamConsumer<LagContext>,
+    /// Per partition, the offset after the last record read.
+    next_offset: HashMap<i32, i64>,
+    /// Where each incomplete frame's first chunk sits: a sink must not
+    /// resume past it, or the frame's earlier chunks would never be read.
+    first_chunk: HashMap<FrameKey, (i32, i64)>,
     topic: String,
     metrics: Metrics,
     reassembler: Reassembler,
@@ -85,13 +93,38 @@ impl FrameReader {
         metrics: &Metrics,
     ) -> Result<Self, Error> {
         let group = format!("vigil-reader-{}", std::process::id());
-        let reader = Self::create(cfg, topic, &group, metrics)?;
+        Self::assign_from(cfg, topic, &group, &(0..partitions).map(|p| (p, from)).collect(), metrics)
+    }
+
+    /// Reads the given partitions from the given offsets as a member-less
+    /// consumer of `group` (its commits only feed lag metrics): for sinks
+    /// that keep their own offsets.
+    pub fn assign_from(
+        cfg: &KafkaConfig,
+        topic: &TopicSpec,
+        group: &str,
+        from: &HashMap<i32, Offset>,
+        metrics: &Metrics,
+    ) -> Result<Self, Error> {
+        let reader = Self::create(cfg, topic, group, metrics)?;
         let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic.name, p, from).map_err(|e| Error::kafka("assign", e))?;
+        for (&p, &o) in from {
+            tpl.add_partition_offset(topic.name, p, o).map_err(|e| Error::kafka("assign", e))?;
         }
         reader.consumer.assign(&tpl).map_err(|e| Error::kafka("assign", e))?;
         Ok(reader)
+    }
+
+    /// Per partition, the offset a sink may resume from once it has stored
+    /// every frame returned so far: after the last record read, but never
+    /// past the first chunk of a frame still being collected.
+    pub fn resume_offsets(&self) -> HashMap<i32, i64> {
+        let mut out = self.next_offset.clone();
+        for &(p, o) in self.first_chunk.values() {
+            let e = out.entry(p).or_insert(o);
+            *e = (*e).min(o);
+        }
+        out
     }
 
     fn create(cfg: &KafkaConfig, topic: &TopicSpec, group: &str, metrics: &Metrics) -> Result<Self, Error> {
@@ -102,6 +135,8 @@ impl FrameReader {
         let labels = [("topic", topic.name)];
         Ok(FrameReader {
             consumer,
+            next_offset: HashMap::new(),
+            first_chunk: HashMap::new(),
             topic: topic.name.to_string(),
             metrics: metrics.clone(),
             reassembler: Reassembler::new(Limits::default()),
@@ -138,6 +173,7 @@ impl FrameReader {
                 Ok(m) => m.map_err(|e| Error::kafka("consume", e))?,
             };
             let (partition, offset) = (msg.partition(), msg.offset());
+            self.next_offset.insert(partition, offset + 1);
             let chunk = match msg.payload().map(Chunk::decode) {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
@@ -149,12 +185,19 @@ impl FrameReader {
                     continue;
                 }
             };
+            let (key, chunked) = ((chunk.meta.camera.clone(), chunk.meta.stream, chunk.meta.seq), chunk.count > 1);
             match self.reassembler.push(chunk, Instant::now()) {
+                Ok(Pushed::Waiting) => {
+                    self.first_chunk.entry(key).or_insert((partition, offset));
+                }
                 Ok(Pushed::Frame(frame)) => {
+                    if chunked {
+                        self.first_chunk.remove(&key);
+                    }
                     self.count(&frame);
                     return Ok(Delivered { frame, partition, offset });
                 }
-                Ok(Pushed::Waiting | Pushed::Duplicate) => {}
+                Ok(Pushed::Duplicate) => {}
                 Err(e) => self.skip_garbage(partition, offset, &e.to_string()),
             }
             self.report_problems();
@@ -188,6 +231,7 @@ impl FrameReader {
                 Incomplete::Evicted { meta, .. } => (meta, "dropped to bound memory"),
                 Incomplete::Conflict { meta } => (meta, "conflicting chunks"),
             };
+            self.first_chunk.remove(&(meta.camera.clone(), meta.stream, meta.seq));
             tracing::warn!(topic = %self.topic, camera = %meta.camera, seq = meta.seq, "incomplete frame: {what}");
         }
     }

@@ -48,6 +48,18 @@ pub enum Command {
     },
     /// Publish cameras to Kafka.
     Ingest(IngestArgs),
+    /// Keep every frame of every camera on local disk, exactly once.
+    Archive,
+    /// Audit the archive: missing and duplicate frames, bytes without index
+    /// and index without bytes, a checksum per segment. Exit 1 on any violation.
+    Check {
+        /// Only this camera.
+        #[arg(long)]
+        camera: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// The topic plan with live numbers: guarantee, partitions, retention,
     /// end offsets, consumer-group lag.
     Topics {

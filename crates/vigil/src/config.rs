@@ -32,6 +32,8 @@ pub struct File {
     #[serde(default)]
     pub ingest: IngestSection,
     #[serde(default)]
+    pub archive: ArchiveSection,
+    #[serde(default)]
     pub cameras: Vec<CameraEntry>,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicOverride>,
@@ -54,6 +56,14 @@ pub struct MetricsSection {
 #[serde(deny_unknown_fields)]
 pub struct IngestSection {
     pub buffer_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSection {
+    pub flush_interval_ms: Option<u64>,
+    pub segment_max_bytes: Option<u64>,
+    pub segment_max_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +94,7 @@ pub struct Settings {
     pub metrics_listen: Option<Option<SocketAddr>>,
     pub buffer_bytes: usize,
     pub cameras: Vec<CameraSpec>,
+    pub archive: archive::ArchiveConfig,
 }
 
 pub const DEFAULT_BROKER: &str = "127.0.0.1:9092";
@@ -143,6 +154,26 @@ impl Settings {
                 bail!("camera `{}` is configured twice", c.id);
             }
         }
+        let mut archive = archive::ArchiveConfig::new(&data_dir);
+        let a = &file.archive;
+        if let Some(ms) = a.flush_interval_ms {
+            if !(10..=10_000).contains(&ms) {
+                bail!("archive.flush_interval_ms = {ms}: use 10..=10000");
+            }
+            archive.flush_interval = std::time::Duration::from_millis(ms);
+        }
+        if let Some(b) = a.segment_max_bytes {
+            if b < 1 << 20 {
+                bail!("archive.segment_max_bytes = {b}: use at least 1048576");
+            }
+            archive.segment.max_bytes = b;
+        }
+        if let Some(secs) = a.segment_max_seconds {
+            if !(10..=86_400).contains(&secs) {
+                bail!("archive.segment_max_seconds = {secs}: use 10..=86400");
+            }
+            archive.segment.max_duration_us = secs as i64 * 1_000_000;
+        }
         let mut kafka = KafkaConfig::new(brokers.clone().unwrap_or_default());
         kafka.properties = file.kafka;
         kafka.check_properties().map_err(|e| anyhow!(e))?;
@@ -158,6 +189,7 @@ impl Settings {
             metrics_listen,
             buffer_bytes,
             cameras,
+            archive,
         })
     }
 
@@ -251,6 +283,7 @@ mod tests {
             ("[topics.\"vigil.nope\"]\npartitions = 2", "vigil.nope"),
             ("[metrics]\nlisten = \"nowhere\"", "metrics"),
             ("[kafka]\nacks = \"0\"", "kafka.\"acks\""),
+            ("[archive]\nflush_interval_ms = 0", "flush_interval_ms"),
             ("[kafka]\n\"enable.auto.commit\" = \"true\"", "delivery guarantee"),
         ];
         for (text, want) in cases {

@@ -2,6 +2,7 @@
 //! library crates together; each role's logic lives in its crate.
 
 mod bench;
+mod check_cmd;
 mod cli;
 mod config;
 mod status;
@@ -70,6 +71,15 @@ async fn dispatch(cli: Cli) -> Result<()> {
             );
             s.resolve_brokers();
             run_ingest(s, a.ack_log).await
+        }
+        Command::Archive => {
+            let mut s = Settings::load(g, &Default::default())?;
+            s.resolve_brokers();
+            run_archive(s).await
+        }
+        Command::Check { camera, json } => {
+            let s = Settings::load(g, &Default::default())?;
+            check_cmd::run(&s, camera.as_deref(), json).await
         }
         Command::Topics { json } => {
             let mut s = Settings::load(g, &Default::default())?;
@@ -161,11 +171,25 @@ async fn up(mut s: Settings, web: SocketAddr) -> Result<()> {
             if c.sub.is_some() { format!(", sub stream → {}", bus::topics::LIVE) } else { String::new() }
         );
     }
+    println!("  archive  {}", s.archive.dir.display());
     println!("  metrics  http://{web}/metrics");
     println!("  topics   vigil topics --data-dir {}", s.data_dir.display());
     println!("open http://{web}/  (Ctrl-C stops)");
-    let cfg = ingest_config(&s, None);
-    ingest::run(cfg, s.kafka.clone(), s.plan.clone(), metrics, shutdown_signal()).await?;
+    // Every role in this process stops on the same signal: cameras first,
+    // then the archive, which flushes what it holds.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let archive = tokio::spawn(archive_role(&s, metrics.clone(), stopped(stop_rx.clone())));
+    let ingest = ingest::run(ingest_config(&s, None), s.kafka.clone(), s.plan.clone(), metrics, stopped(stop_rx));
+    let signal = async {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    let (ingested, _) = tokio::join!(ingest, signal);
+    ingested?;
+    archive.await??;
     drop(embedded);
     Ok(())
 }
@@ -176,6 +200,35 @@ fn describe(src: &ingest::source::SourceSpec) -> String {
             format!("synthetic {}x{} {}fps {}", c.width, c.height, c.fps, c.codec.name())
         }
     }
+}
+
+fn archive_role(
+    s: &Settings,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+    let topic = s.plan.iter().find(|t| t.name == bus::topics::FRAMES).cloned().expect("frames topic in plan");
+    let (cfg, kafka) = (s.archive.clone(), s.kafka.clone());
+    async move {
+        let partitions = partitions_of(&kafka, topic.name).await?;
+        archive::run(cfg, kafka, topic, partitions, metrics, shutdown).await?;
+        Ok(())
+    }
+}
+
+/// How many partitions `topic` has on the broker (it may differ from the plan).
+async fn partitions_of(kafka: &bus::KafkaConfig, topic: &'static str) -> Result<i32> {
+    let k = kafka.clone();
+    let counts = tokio::task::spawn_blocking(move || k.partition_counts(&[topic.to_string()])).await??;
+    counts.get(topic).copied().with_context(|| format!("topic {topic} does not exist"))
+}
+
+async fn run_archive(s: Settings) -> Result<()> {
+    prepare_bus(&s).await?;
+    let metrics = Metrics::default();
+    let _m = serve_metrics(&metrics, s.metrics_addr("127.0.0.1:9467")).await?;
+    println!("vigil archive: {} → {}", s.kafka.brokers, s.archive.dir.display());
+    archive_role(&s, metrics, shutdown_signal()).await
 }
 
 async fn run_broker(mut s: Settings) -> Result<()> {

@@ -43,7 +43,7 @@ pub struct Vigil {
 
 impl Vigil {
     pub fn start(name: &str, args: &[&str], log: &Path) -> Vigil {
-        let out = std::fs::File::create(log.join(format!("{name}.log"))).unwrap();
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log.join(format!("{name}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args(args)
             .env("VIGIL_LOG", "info")

@@ -1,0 +1,214 @@
+//! The archive's index: one SQLite database (WAL, synchronous=FULL) naming
+//! every archived frame, its segment file and byte range, and the next Kafka
+//! offset of each partition. It is the single source of truth: bytes on
+//! disk that it does not name do not exist (recovery removes them).
+
+use crate::Error;
+use libsql::{Connection, params};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One archived frame, as the index records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameRow {
+    pub camera: String,
+    pub seq: u64,
+    /// Segment file, relative to the archive dir.
+    pub file: String,
+    pub offset: u64,
+    pub len: u64,
+    pub capture_us: i64,
+    pub pts_90k: i64,
+    pub key: bool,
+    pub discontinuity: bool,
+    pub codec: String,
+    /// CRC32 of the frame's bytes, checked by `vigil check`.
+    pub crc: u32,
+}
+
+/// What one flush commits, atomically.
+#[derive(Debug, Default)]
+pub struct Commit {
+    pub frames: Vec<FrameRow>,
+    /// Segment file → committed length after this flush.
+    pub segments: Vec<(String, String, u64)>,
+    /// (topic, partition) → next offset to read.
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS segment (
+    file TEXT PRIMARY KEY,
+    camera TEXT NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS frame (
+    camera TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    len INTEGER NOT NULL,
+    capture_us INTEGER NOT NULL,
+    pts_90k INTEGER NOT NULL,
+    key INTEGER NOT NULL,
+    discontinuity INTEGER NOT NULL,
+    codec TEXT NOT NULL,
+    crc INTEGER NOT NULL,
+    PRIMARY KEY (camera, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS frame_time ON frame (camera, capture_us);
+CREATE TABLE IF NOT EXISTS kafka_offset (
+    topic TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    next INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+";
+
+pub struct Index {
+    conn: Connection,
+    _db: libsql::Database,
+}
+
+impl Index {
+    pub async fn open(path: &Path) -> Result<Self, Error> {
+        let db = libsql::Builder::new_local(path).build().await.map_err(|e| Error::index("open", e))?;
+        let conn = db.connect().map_err(|e| Error::index("connect", e))?;
+        // WAL with FULL sync: a committed transaction survives a power cut.
+        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000"] {
+            let mut rows = conn.query(pragma, ()).await.map_err(|e| Error::index("pragma", e))?;
+            while rows.next().await.map_err(|e| Error::index("pragma", e))?.is_some() {}
+        }
+        conn.execute_batch(SCHEMA).await.map_err(|e| Error::index("create schema", e))?;
+        Ok(Index { conn, _db: db })
+    }
+
+    /// Commits a flush: frames, segment lengths and offsets in one transaction.
+    pub async fn commit(&self, c: &Commit) -> Result<(), Error> {
+        let e = |what| move |err| Error::index(what, err);
+        let tx = self.conn.transaction().await.map_err(e("begin"))?;
+        for f in &c.frames {
+            tx.execute(
+                "INSERT INTO frame (camera, seq, file, offset, len, capture_us, pts_90k, key, discontinuity, codec, crc)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    f.camera.as_str(),
+                    f.seq as i64,
+                    f.file.as_str(),
+                    f.offset as i64,
+                    f.len as i64,
+                    f.capture_us,
+                    f.pts_90k,
+                    f.key as i64,
+                    f.discontinuity as i64,
+                    f.codec.as_str(),
+                    f.crc as i64
+                ],
+            )
+            .await
+            .map_err(e("insert frame"))?;
+        }
+        for (file, camera, bytes) in &c.segments {
+            tx.execute(
+                "INSERT INTO segment (file, camera, bytes) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (file) DO UPDATE SET bytes = excluded.bytes",
+                params![file.as_str(), camera.as_str(), *bytes as i64],
+            )
+            .await
+            .map_err(e("upsert segment"))?;
+        }
+        for (topic, partition, next) in &c.offsets {
+            tx.execute(
+                "INSERT INTO kafka_offset (topic, partition, next) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (topic, partition) DO UPDATE SET next = excluded.next",
+                params![topic.as_str(), *partition as i64, *next],
+            )
+            .await
+            .map_err(e("upsert offset"))?;
+        }
+        tx.commit().await.map_err(e("commit"))
+    }
+
+    /// Next offset to read per partition of `topic`.
+    pub async fn offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, Error> {
+        let mut rows = self
+            .conn
+            .query("SELECT partition, next FROM kafka_offset WHERE topic = ?1", params![topic])
+            .await
+            .map_err(|e| Error::index("read offsets", e))?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next().await.map_err(|e| Error::index("read offsets", e))? {
+            out.insert(int(&r, 0)? as i32, int(&r, 1)?);
+        }
+        Ok(out)
+    }
+
+    /// Every segment file and its committed length.
+    pub async fn segments(&self) -> Result<HashMap<String, (String, u64)>, Error> {
+        let mut rows = self
+            .conn
+            .query("SELECT file, camera, bytes FROM segment", ())
+            .await
+            .map_err(|e| Error::index("read segments", e))?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next().await.map_err(|e| Error::index("read segments", e))? {
+            out.insert(text(&r, 0)?, (text(&r, 1)?, int(&r, 2)? as u64));
+        }
+        Ok(out)
+    }
+
+    /// The highest archived seq of each camera.
+    pub async fn last_seqs(&self) -> Result<HashMap<String, u64>, Error> {
+        let mut rows = self
+            .conn
+            .query("SELECT camera, MAX(seq) FROM frame GROUP BY camera", ())
+            .await
+            .map_err(|e| Error::index("read seqs", e))?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next().await.map_err(|e| Error::index("read seqs", e))? {
+            out.insert(text(&r, 0)?, int(&r, 1)? as u64);
+        }
+        Ok(out)
+    }
+
+    pub async fn contains(&self, camera: &str, seq: u64) -> Result<bool, Error> {
+        let mut rows = self
+            .conn
+            .query("SELECT 1 FROM frame WHERE camera = ?1 AND seq = ?2", params![camera, seq as i64])
+            .await
+            .map_err(|e| Error::index("look up frame", e))?;
+        Ok(rows.next().await.map_err(|e| Error::index("look up frame", e))?.is_some())
+    }
+
+    /// Every frame of `camera` (all cameras if `None`), in seq order.
+    pub async fn frames(&self, camera: Option<&str>) -> Result<Vec<FrameRow>, Error> {
+        let sql = "SELECT camera, seq, file, offset, len, capture_us, pts_90k, key, discontinuity, codec, crc
+                   FROM frame WHERE ?1 IS NULL OR camera = ?1 ORDER BY camera, seq";
+        let mut rows = self.conn.query(sql, params![camera]).await.map_err(|e| Error::index("read frames", e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().await.map_err(|e| Error::index("read frames", e))? {
+            out.push(FrameRow {
+                camera: text(&r, 0)?,
+                seq: int(&r, 1)? as u64,
+                file: text(&r, 2)?,
+                offset: int(&r, 3)? as u64,
+                len: int(&r, 4)? as u64,
+                capture_us: int(&r, 5)?,
+                pts_90k: int(&r, 6)?,
+                key: int(&r, 7)? != 0,
+                discontinuity: int(&r, 8)? != 0,
+                codec: text(&r, 9)?,
+                crc: int(&r, 10)? as u32,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn int(r: &libsql::Row, i: i32) -> Result<i64, Error> {
+    r.get::<i64>(i).map_err(|e| Error::index("read column", e))
+}
+
+fn text(r: &libsql::Row, i: i32) -> Result<String, Error> {
+    r.get::<String>(i).map_err(|e| Error::index("read column", e))
+}
