@@ -184,7 +184,21 @@ impl Index {
     pub async fn frames(&self, camera: Option<&str>) -> Result<Vec<FrameRow>, Error> {
         let sql = "SELECT camera, seq, file, offset, len, capture_us, pts_90k, key, discontinuity, codec, crc
                    FROM frame WHERE ?1 IS NULL OR camera = ?1 ORDER BY camera, seq";
-        let mut rows = self.conn.query(sql, params![camera]).await.map_err(|e| Error::index("read frames", e))?;
+        self.read_frames(sql, params![camera]).await
+    }
+
+    /// Frames of `camera` captured in [from_us, to_us], starting at the last
+    /// key frame at or before `from_us`, in seq order.
+    pub async fn frames_between(&self, camera: &str, from_us: i64, to_us: i64) -> Result<Vec<FrameRow>, Error> {
+        let sql = "SELECT camera, seq, file, offset, len, capture_us, pts_90k, key, discontinuity, codec, crc
+                   FROM frame WHERE camera = ?1 AND capture_us <= ?3 AND capture_us >= coalesce(
+                     (SELECT max(capture_us) FROM frame WHERE camera = ?1 AND key = 1 AND capture_us <= ?2), ?2)
+                   ORDER BY seq";
+        self.read_frames(sql, params![camera, from_us, to_us]).await
+    }
+
+    async fn read_frames(&self, sql: &str, params: impl libsql::params::IntoParams) -> Result<Vec<FrameRow>, Error> {
+        let mut rows = self.conn.query(sql, params).await.map_err(|e| Error::index("read frames", e))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().await.map_err(|e| Error::index("read frames", e))? {
             out.push(FrameRow {

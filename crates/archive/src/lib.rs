@@ -14,7 +14,9 @@
 //! (camera, seq) and dropped.
 
 pub mod check;
+pub mod export;
 pub mod index;
+pub mod mp4;
 pub mod recover;
 pub mod writer;
 

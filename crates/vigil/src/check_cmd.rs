@@ -1,14 +1,20 @@
-//! `vigil check`: the archive audit, as a table or JSON; exit 1 on any violation.
+//! The archive's read-side commands: `vigil check` (the audit, as a table
+//! or JSON; exit 1 on any violation) and `vigil export`.
 
 use crate::config::Settings;
 use anyhow::{Result, bail};
 
+async fn open(s: &Settings) -> Result<archive::index::Index> {
+    let dir = &s.archive.dir;
+    if !dir.join("index.db").exists() {
+        bail!("no archive in {} (run `vigil archive` or `vigil up` with this --data-dir)", dir.display());
+    }
+    Ok(archive::open_index(dir).await?)
+}
+
 pub async fn run(s: &Settings, camera: Option<&str>, json: bool) -> Result<()> {
     let cfg = &s.archive;
-    if !cfg.dir.join("index.db").exists() {
-        bail!("no archive in {} (run `vigil archive` or `vigil up` with this --data-dir)", cfg.dir.display());
-    }
-    let index = archive::open_index(&cfg.dir).await?;
+    let index = open(s).await?;
     let report = archive::check::check(&cfg.dir, &index, camera).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -46,4 +52,62 @@ pub async fn run(s: &Settings, camera: Option<&str>, json: bool) -> Result<()> {
         bail!("camera {} has no archived frames", camera.unwrap_or_default());
     }
     Ok(())
+}
+
+pub async fn export(s: &Settings, camera: &str, from: &str, to: &str, out: &std::path::Path) -> Result<()> {
+    let now = bus::now_us();
+    let (from_us, to_us) = (parse_time(from, now)?, parse_time(to, now)?);
+    if from_us >= to_us {
+        bail!("--from ({from}) must be before --to ({to})");
+    }
+    let index = open(s).await?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let progress = move |done: u64, total: u64| {
+        if tty && (done % 50 == 0 || done == total) {
+            eprint!("\rexporting {done}/{total} frames ({:.0}%)", done as f64 * 100.0 / total as f64);
+            if done == total {
+                eprintln!();
+            }
+        }
+    };
+    let sum = archive::export::export(&s.archive.dir, &index, camera, from_us, to_us, out, progress).await?;
+    println!(
+        "wrote {} ({}, {} frames, {:.1} s of video, {} bytes)",
+        out.display(),
+        sum.format,
+        sum.frames,
+        (sum.last_us - sum.first_us) as f64 / 1e6,
+        sum.bytes
+    );
+    Ok(())
+}
+
+/// RFC 3339, `now`, or a duration before now (`-5m`, `-1h30m`, `-90s`).
+pub fn parse_time(s: &str, now_us: i64) -> Result<i64> {
+    if s == "now" {
+        return Ok(now_us);
+    }
+    if let Some(ago) = s.strip_prefix('-') {
+        let d = humantime::parse_duration(ago).map_err(|e| anyhow::anyhow!("time `{s}`: {e}"))?;
+        return Ok(now_us - d.as_micros() as i64);
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| anyhow::anyhow!("time `{s}`: {e} (use RFC 3339 or -5m)"))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times() {
+        let now = 1_700_000_000_000_000;
+        assert_eq!(parse_time("now", now).unwrap(), now);
+        assert_eq!(parse_time("-5m", now).unwrap(), now - 300_000_000);
+        assert_eq!(parse_time("-1h30m", now).unwrap(), now - 5_400_000_000);
+        assert_eq!(parse_time("2023-11-14T22:13:20Z", now).unwrap(), 1_700_000_000_000_000);
+        for bad in ["yesterday", "-5 parsecs", "2023-13-01T00:00:00Z"] {
+            assert!(parse_time(bad, now).is_err(), "{bad}");
+        }
+    }
 }

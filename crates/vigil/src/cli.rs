@@ -60,6 +60,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export a recorded range: MP4 for H.264 cameras, MJPEG (concatenated
+    /// JPEGs) for MJPEG cameras.
+    Export {
+        #[arg(long)]
+        camera: String,
+        /// Start: RFC 3339 (`2026-11-22T10:00:00Z`) or relative (`-5m`, `-1h30m`).
+        #[arg(long, allow_hyphen_values = true)]
+        from: String,
+        /// End, same forms, or `now` [default: now].
+        #[arg(long, allow_hyphen_values = true, default_value = "now")]
+        to: String,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// The topic plan with live numbers: guarantee, partitions, retention,
     /// end offsets, consumer-group lag.
     Topics {

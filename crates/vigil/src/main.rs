@@ -81,6 +81,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let s = Settings::load(g, &Default::default())?;
             check_cmd::run(&s, camera.as_deref(), json).await
         }
+        Command::Export { camera, from, to, output } => {
+            let s = Settings::load(g, &Default::default())?;
+            check_cmd::export(&s, &camera, &from, &to, &output).await
+        }
         Command::Topics { json } => {
             let mut s = Settings::load(g, &Default::default())?;
             s.resolve_brokers();

@@ -1,0 +1,317 @@
+//! A minimal ISO-BMFF (MP4) writer for H.264 exports, pure and synchronous:
+//! Annex B access units in, `avc1` samples out, and the `moov` box that
+//! describes them. The caller streams `mdat` to disk and appends `moov`
+//! last, so an export of any length needs memory only for the sample tables.
+
+/// One sample as the tables need it.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleInfo {
+    pub size: u32,
+    pub duration_90k: u32,
+    pub key: bool,
+    pub offset: u64,
+}
+
+/// Splits an Annex B access unit into NAL units (without start codes).
+pub fn nal_units(au: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut start = None;
+    while i + 3 <= au.len() {
+        if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
+            if let Some(s) = start {
+                let mut end = i;
+                while end > s && au[end - 1] == 0 {
+                    end -= 1; // a 4-byte start code's leading zero
+                }
+                out.push(&au[s..end]);
+            }
+            i += 3;
+            start = Some(i);
+        } else {
+            i += 1;
+        }
+    }
+    if let Some(s) = start
+        && s < au.len()
+    {
+        out.push(&au[s..]);
+    }
+    out
+}
+
+/// Converts one access unit to an `avc1` sample (4-byte lengths), dropping
+/// parameter sets and delimiters (they live in `avcC`). Returns the SPS and
+/// PPS it saw.
+pub fn to_sample<'a>(au: &'a [u8], out: &mut Vec<u8>) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
+    let (mut sps, mut pps) = (None, None);
+    for nal in nal_units(au) {
+        match nal.first().map(|b| b & 0x1f) {
+            Some(7) => sps = Some(nal),
+            Some(8) => pps = Some(nal),
+            Some(9) | None => {}
+            Some(_) => {
+                out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                out.extend_from_slice(nal);
+            }
+        }
+    }
+    (sps, pps)
+}
+
+/// Picture size from an SPS (ITU-T H.264 7.3.2.1.1), or `None` if it uses
+/// features this reader does not follow (scaling matrices).
+pub fn sps_size(sps: &[u8]) -> Option<(u32, u32)> {
+    // Remove emulation prevention bytes.
+    let mut rbsp = Vec::with_capacity(sps.len());
+    let mut zeros = 0;
+    for &b in sps.get(1..)? {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    let mut r = Bits { data: &rbsp, pos: 0 };
+    let profile = r.bits(8)?;
+    r.bits(16)?; // constraint flags, level
+    r.ue()?; // sps id
+    let mut chroma_format = 1;
+    if [100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135].contains(&profile) {
+        chroma_format = r.ue()?;
+        if chroma_format == 3 {
+            r.bits(1)?;
+        }
+        r.ue()?;
+        r.ue()?;
+        r.bits(1)?;
+        if r.bits(1)? == 1 {
+            return None; // scaling matrices
+        }
+    }
+    r.ue()?; // log2_max_frame_num
+    match r.ue()? {
+        0 => {
+            r.ue()?;
+        }
+        1 => {
+            r.bits(1)?;
+            r.se()?;
+            r.se()?;
+            for _ in 0..r.ue()? {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    r.ue()?; // max refs
+    r.bits(1)?;
+    let w_mbs = r.ue()? + 1;
+    let h_map = r.ue()? + 1;
+    let frame_mbs_only = r.bits(1)?;
+    if frame_mbs_only == 0 {
+        r.bits(1)?;
+    }
+    r.bits(1)?;
+    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
+    if r.bits(1)? == 1 {
+        (cl, cr, ct, cb) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
+    }
+    let (cx, cy) = match chroma_format {
+        0 | 3 => (1, 2 - frame_mbs_only),
+        2 => (2, 2 - frame_mbs_only),
+        _ => (2, 2 * (2 - frame_mbs_only)),
+    };
+    let w = (w_mbs * 16).checked_sub(cx * (cl + cr))?;
+    let h = (h_map * 16 * (2 - frame_mbs_only)).checked_sub(cy * (ct + cb))?;
+    Some((w, h))
+}
+
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Bits<'_> {
+    fn bits(&mut self, n: u32) -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            let byte = *self.data.get(self.pos / 8)?;
+            v = (v << 1) | ((byte >> (7 - self.pos % 8)) & 1) as u32;
+            self.pos += 1;
+        }
+        Some(v)
+    }
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bits(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
+    }
+    fn se(&mut self) -> Option<i32> {
+        let v = self.ue()? as i64;
+        Some(if v % 2 == 1 { ((v + 1) / 2) as i32 } else { -(v / 2) as i32 })
+    }
+}
+
+fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(body.len() + 8);
+    b.extend_from_slice(&((body.len() + 8) as u32).to_be_bytes());
+    b.extend_from_slice(kind);
+    b.extend_from_slice(body);
+    b
+}
+
+fn full(kind: &[u8; 4], version: u8, flags: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![version, (flags >> 16) as u8, (flags >> 8) as u8, flags as u8];
+    v.extend_from_slice(body);
+    bx(kind, &v)
+}
+
+pub fn ftyp() -> Vec<u8> {
+    bx(b"ftyp", b"isom\0\0\x02\0isomiso2avc1mp41")
+}
+
+/// The header of an `mdat` box of `len` payload bytes (64-bit size).
+pub fn mdat_header(len: u64) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[..4].copy_from_slice(&1u32.to_be_bytes());
+    h[4..8].copy_from_slice(b"mdat");
+    h[8..].copy_from_slice(&(len + 16).to_be_bytes());
+    h
+}
+
+const MATRIX: [u32; 9] = [0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x4000_0000];
+
+/// The `moov` box for one H.264 track.
+pub fn moov(samples: &[SampleInfo], sps: &[u8], pps: &[u8], width: u32, height: u32) -> Vec<u8> {
+    let dur_90k: u64 = samples.iter().map(|s| s.duration_90k as u64).sum();
+    let dur_ms = dur_90k / 90;
+    let be32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_be_bytes());
+    let mut mvhd = vec![];
+    for x in [0, 0, 1000, dur_ms as u32, 0x10000] {
+        be32(&mut mvhd, x);
+    }
+    mvhd.extend_from_slice(&[1, 0, 0, 0]); // volume 1.0 + reserved
+    mvhd.extend_from_slice(&[0; 8]);
+    MATRIX.iter().for_each(|&m| be32(&mut mvhd, m));
+    mvhd.extend_from_slice(&[0; 24]);
+    be32(&mut mvhd, 2); // next track id
+
+    let mut tkhd = vec![];
+    for x in [0, 0, 1, 0, dur_ms as u32, 0, 0, 0, 0] {
+        be32(&mut tkhd, x); // times, track 1, reserved, duration, reserved, layer/group, volume/reserved
+    }
+    MATRIX.iter().for_each(|&m| be32(&mut tkhd, m));
+    be32(&mut tkhd, width << 16);
+    be32(&mut tkhd, height << 16);
+
+    let mut mdhd = vec![];
+    for x in [0, 0, 90_000, dur_90k as u32] {
+        be32(&mut mdhd, x);
+    }
+    mdhd.extend_from_slice(&[0x55, 0xc4, 0, 0]); // language "und"
+    let hdlr = [&[0u8; 4][..], b"vide", &[0; 12], b"vigil video\0"].concat();
+
+    let mut avcc =
+        vec![1, *sps.get(1).unwrap_or(&66), *sps.get(2).unwrap_or(&0), *sps.get(3).unwrap_or(&30), 0xff, 0xe1];
+    avcc.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    avcc.extend_from_slice(sps);
+    avcc.push(1);
+    avcc.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    avcc.extend_from_slice(pps);
+    let mut avc1 = vec![0; 6];
+    avc1.extend_from_slice(&[0, 1]); // data reference index
+    avc1.extend_from_slice(&[0; 16]);
+    avc1.extend_from_slice(&(width as u16).to_be_bytes());
+    avc1.extend_from_slice(&(height as u16).to_be_bytes());
+    be32(&mut avc1, 0x0048_0000);
+    be32(&mut avc1, 0x0048_0000);
+    be32(&mut avc1, 0);
+    avc1.extend_from_slice(&[0, 1]); // frame count
+    avc1.extend_from_slice(&[0; 32]); // compressor name
+    avc1.extend_from_slice(&[0, 0x18, 0xff, 0xff]);
+    avc1.extend(bx(b"avcC", &avcc));
+    let mut stsd = vec![];
+    be32(&mut stsd, 1);
+    stsd.extend(bx(b"avc1", &avc1));
+
+    let mut stts = vec![];
+    let mut runs: Vec<(u32, u32)> = vec![];
+    for s in samples {
+        match runs.last_mut() {
+            Some((n, d)) if *d == s.duration_90k => *n += 1,
+            _ => runs.push((1, s.duration_90k)),
+        }
+    }
+    be32(&mut stts, runs.len() as u32);
+    runs.iter().for_each(|&(n, d)| {
+        be32(&mut stts, n);
+        be32(&mut stts, d)
+    });
+    let keys: Vec<u32> = samples.iter().enumerate().filter(|(_, s)| s.key).map(|(i, _)| i as u32 + 1).collect();
+    let mut stss = vec![];
+    be32(&mut stss, keys.len() as u32);
+    keys.iter().for_each(|&k| be32(&mut stss, k));
+    let mut stsc = vec![];
+    for x in [1, 1, 1, 1] {
+        be32(&mut stsc, x); // one entry: every chunk holds one sample
+    }
+    let mut stsz = vec![];
+    be32(&mut stsz, 0);
+    be32(&mut stsz, samples.len() as u32);
+    samples.iter().for_each(|s| be32(&mut stsz, s.size));
+    let mut co64 = vec![];
+    be32(&mut co64, samples.len() as u32);
+    samples.iter().for_each(|s| co64.extend_from_slice(&s.offset.to_be_bytes()));
+
+    let stbl = [
+        full(b"stsd", 0, 0, &stsd),
+        full(b"stts", 0, 0, &stts),
+        full(b"stss", 0, 0, &stss),
+        full(b"stsc", 0, 0, &stsc),
+        full(b"stsz", 0, 0, &stsz),
+        full(b"co64", 0, 0, &co64),
+    ]
+    .concat();
+    let dref = full(b"dref", 0, 0, &[&1u32.to_be_bytes()[..], &full(b"url ", 0, 1, &[])].concat());
+    let minf = [full(b"vmhd", 0, 1, &[0; 8]), bx(b"dinf", &dref), bx(b"stbl", &stbl)].concat();
+    let mdia = [full(b"mdhd", 0, 0, &mdhd), full(b"hdlr", 0, 0, &hdlr), bx(b"minf", &minf)].concat();
+    let trak = [full(b"tkhd", 0, 3, &tkhd), bx(b"mdia", &mdia)].concat();
+    bx(b"moov", &[full(b"mvhd", 0, 0, &mvhd), bx(b"trak", &trak)].concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_annex_b() {
+        let au = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 9, 9];
+        assert_eq!(nal_units(&au), vec![&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 9, 9]]);
+        let mut sample = vec![];
+        let (sps, pps) = to_sample(&au, &mut sample);
+        assert_eq!((sps, pps), (Some(&[0x67, 1, 2][..]), Some(&[0x68, 3][..])));
+        assert_eq!(sample, vec![0, 0, 0, 3, 0x65, 9, 9]);
+        assert!(nal_units(&[1, 2, 3]).is_empty());
+    }
+
+    #[test]
+    fn reads_the_size_of_real_sps() {
+        use media::synthetic::{Encoder, SyntheticConfig, render};
+        for (w, h) in [(320, 180), (640, 360), (1280, 720), (160, 96)] {
+            let c = SyntheticConfig { width: w, height: h, ..Default::default() };
+            let mut pic = vec![];
+            render(w, h, 0, 0, &mut pic);
+            let e = Encoder::new(&c).unwrap().encode(&pic, w, h, true).unwrap();
+            let sps = nal_units(&e.data).into_iter().find(|n| n[0] & 0x1f == 7).unwrap();
+            assert_eq!(sps_size(sps), Some((w as u32, h as u32)));
+        }
+        assert_eq!(sps_size(&[0x67]), None);
+    }
+}
