@@ -26,6 +26,16 @@ pub struct FrameRow {
     pub crc: u32,
 }
 
+/// A segment with the capture times it covers, for retention.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentInfo {
+    pub file: String,
+    pub camera: String,
+    pub bytes: u64,
+    pub first_us: i64,
+    pub last_us: i64,
+}
+
 /// What one flush commits, atomically.
 #[derive(Debug, Default)]
 pub struct Commit {
@@ -57,6 +67,7 @@ CREATE TABLE IF NOT EXISTS frame (
     PRIMARY KEY (camera, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS frame_time ON frame (camera, capture_us);
+CREATE INDEX IF NOT EXISTS frame_file ON frame (file);
 CREATE TABLE IF NOT EXISTS kafka_offset (
     topic TEXT NOT NULL,
     partition INTEGER NOT NULL,
@@ -75,7 +86,14 @@ impl Index {
         let db = libsql::Builder::new_local(path).build().await.map_err(|e| Error::index("open", e))?;
         let conn = db.connect().map_err(|e| Error::index("connect", e))?;
         // WAL with FULL sync: a committed transaction survives a power cut.
-        for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=10000"] {
+        // A small WAL: checkpoints often, and the file shrinks back after.
+        for pragma in [
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            "PRAGMA busy_timeout=10000",
+            "PRAGMA wal_autocheckpoint=256",
+            "PRAGMA journal_size_limit=1048576",
+        ] {
             let mut rows = conn.query(pragma, ()).await.map_err(|e| Error::index("pragma", e))?;
             while rows.next().await.map_err(|e| Error::index("pragma", e))?.is_some() {}
         }
@@ -155,6 +173,36 @@ impl Index {
             out.insert(text(&r, 0)?, (text(&r, 1)?, int(&r, 2)? as u64));
         }
         Ok(out)
+    }
+
+    /// Every segment with its time span.
+    pub async fn segment_infos(&self) -> Result<Vec<SegmentInfo>, Error> {
+        let sql = "SELECT s.file, s.camera, s.bytes, min(f.capture_us), max(f.capture_us)
+                   FROM segment s JOIN frame f ON f.file = s.file GROUP BY s.file";
+        let mut rows = self.conn.query(sql, ()).await.map_err(|e| Error::index("read segments", e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().await.map_err(|e| Error::index("read segments", e))? {
+            out.push(SegmentInfo {
+                file: text(&r, 0)?,
+                camera: text(&r, 1)?,
+                bytes: int(&r, 2)? as u64,
+                first_us: int(&r, 3)?,
+                last_us: int(&r, 4)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets a segment and its frames (the file is removed afterwards).
+    pub async fn delete_segment(&self, file: &str) -> Result<(), Error> {
+        let tx = self.conn.transaction().await.map_err(|e| Error::index("begin", e))?;
+        tx.execute("DELETE FROM frame WHERE file = ?1", params![file])
+            .await
+            .map_err(|e| Error::index("delete frames", e))?;
+        tx.execute("DELETE FROM segment WHERE file = ?1", params![file])
+            .await
+            .map_err(|e| Error::index("delete segment", e))?;
+        tx.commit().await.map_err(|e| Error::index("commit", e))
     }
 
     /// The highest archived seq of each camera.

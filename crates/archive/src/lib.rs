@@ -18,6 +18,7 @@ pub mod export;
 pub mod index;
 pub mod mp4;
 pub mod recover;
+pub mod retention;
 pub mod writer;
 
 use bus::metrics::{Counter, Metrics};
@@ -60,6 +61,9 @@ pub struct ArchiveConfig {
     /// Flush early when this many bytes are pending.
     pub flush_bytes: usize,
     pub segment: SegmentLimits,
+    pub retention: retention::Retention,
+    /// How often retention runs (and how long a paused archive waits).
+    pub retention_interval: Duration,
 }
 
 impl ArchiveConfig {
@@ -69,6 +73,8 @@ impl ArchiveConfig {
             flush_interval: Duration::from_secs(1),
             flush_bytes: 32 << 20,
             segment: SegmentLimits { max_bytes: 256 << 20, max_duration_us: 10 * 60 * 1_000_000 },
+            retention: retention::Retention { min_free_bytes: Some(1 << 30), ..Default::default() },
+            retention_interval: Duration::from_secs(10),
         }
     }
 }
@@ -87,6 +93,8 @@ struct Counters {
     duplicates: Counter,
     flushes: Counter,
     flush_errors: Counter,
+    paused: bus::metrics::Gauge,
+    deleted_bytes: Counter,
 }
 
 /// Archives until `shutdown` resolves, then flushes what it holds.
@@ -132,7 +140,20 @@ pub async fn run(
             "Failed flushes (disk full, I/O error); consumption pauses and rewinds.",
             &labels,
         ),
+        paused: metrics.gauge(
+            "vigil_archive_paused",
+            "1 while the archive cannot write (disk full) and has stopped consuming.",
+            &labels,
+        ),
+        deleted_bytes: metrics.counter(
+            "vigil_archive_retention_deleted_bytes_total",
+            "Bytes removed by retention.",
+            &labels,
+        ),
     };
+    let events = bus::events::Events::new(&kafka)?;
+    let source = format!("archive@{}", cfg.dir.display());
+    let mut paused_since: Option<std::time::Instant> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     'session: loop {
         // (Re)start consuming exactly where the index says.
@@ -143,6 +164,7 @@ pub async fn run(
         let mut last_seq = index.last_seqs().await?;
         let mut writer = Writer::new(&cfg.dir, cfg.segment.clone());
         let mut tick = tokio::time::interval(cfg.flush_interval);
+        let mut retention_tick = tokio::time::interval(cfg.retention_interval);
         let mut committed = stored.clone();
         loop {
             let stop = tokio::select! {
@@ -169,13 +191,46 @@ pub async fn run(
                     false
                 }
                 _ = tick.tick() => false,
+                _ = retention_tick.tick() => {
+                    match retention::enforce(&cfg.dir, &index, &cfg.retention, &writer.open_files(), bus::now_us()).await {
+                        Ok(d) => c.deleted_bytes.add(d.bytes),
+                        Err(e) => tracing::error!(error = %e, "retention failed"),
+                    }
+                    continue;
+                }
                 _ = &mut shutdown => true,
             };
             if let Err(e) = flush(&mut writer, &index, &reader, topic.name, &mut committed, &c).await {
+                // Disk full or an I/O error: nothing of this flush is in the
+                // index. Stop consuming, free space if retention may, and
+                // start again from the index's offsets: no frame is lost.
                 c.flush_errors.inc();
-                tracing::error!(error = %e, "archive flush failed: pausing, then resuming from the last committed offsets");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue 'session;
+                if paused_since.is_none() {
+                    paused_since = Some(std::time::Instant::now());
+                    c.paused.set(1.0);
+                    events.publish(bus::events::Event::new("archive-paused", None, &source, e.to_string()));
+                }
+                tracing::error!(error = %e, "archive cannot write: paused until space returns");
+                drop(reader);
+                // Cut back what the failed flush wrote, as at start-up.
+                if let Err(e) = recover::recover(&cfg.dir, &index).await {
+                    tracing::error!(error = %e, "cannot repair segments after the failed flush");
+                }
+                if let Err(e) =
+                    retention::enforce(&cfg.dir, &index, &cfg.retention, &Default::default(), bus::now_us()).await
+                {
+                    tracing::error!(error = %e, "retention failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(cfg.retention_interval.min(Duration::from_secs(5))) => continue 'session,
+                    _ = &mut shutdown => return Ok(()),
+                }
+            }
+            if let Some(since) = paused_since.take() {
+                c.paused.set(0.0);
+                let detail = format!("paused for {:.1} s", since.elapsed().as_secs_f64());
+                tracing::info!("archive resumed after being {detail}");
+                events.publish(bus::events::Event::new("archive-resumed", None, &source, detail));
             }
             if stop {
                 tracing::info!("archive stopped");

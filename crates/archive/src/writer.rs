@@ -66,6 +66,11 @@ impl Writer {
         self.pending.values().map(|p| p.rows.len()).sum()
     }
 
+    /// The segment files being appended to (retention leaves them alone).
+    pub fn open_files(&self) -> std::collections::HashSet<String> {
+        self.open.values().map(|o| o.file.clone()).collect()
+    }
+
     /// Whether (camera, seq) is waiting for the next flush.
     pub fn is_pending(&self, camera: &str, seq: u64) -> bool {
         self.pending.get(camera).is_some_and(|p| p.rows.iter().any(|r| r.seq == seq))

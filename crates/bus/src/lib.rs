@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod delivery;
+pub mod events;
 pub mod frames;
 pub mod inspect;
 pub mod metrics;

@@ -64,6 +64,11 @@ pub struct ArchiveSection {
     pub flush_interval_ms: Option<u64>,
     pub segment_max_bytes: Option<u64>,
     pub segment_max_seconds: Option<u64>,
+    /// Retention: all cameras together, per camera, by age, free-space floor.
+    pub max_bytes: Option<u64>,
+    pub camera_max_bytes: Option<u64>,
+    pub max_age_s: Option<u64>,
+    pub min_free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +178,15 @@ impl Settings {
                 bail!("archive.segment_max_seconds = {secs}: use 10..=86400");
             }
             archive.segment.max_duration_us = secs as i64 * 1_000_000;
+        }
+        if a.max_age_s == Some(0) {
+            bail!("archive.max_age_s = 0: leave it out to keep recordings regardless of age");
+        }
+        archive.retention.max_bytes = a.max_bytes;
+        archive.retention.camera_max_bytes = a.camera_max_bytes;
+        archive.retention.max_age_us = a.max_age_s.map(|s| s as i64 * 1_000_000);
+        if a.min_free_bytes.is_some() {
+            archive.retention.min_free_bytes = a.min_free_bytes.filter(|&b| b > 0);
         }
         let mut kafka = KafkaConfig::new(brokers.clone().unwrap_or_default());
         kafka.properties = file.kafka;
@@ -284,6 +298,8 @@ mod tests {
             ("[metrics]\nlisten = \"nowhere\"", "metrics"),
             ("[kafka]\nacks = \"0\"", "kafka.\"acks\""),
             ("[archive]\nflush_interval_ms = 0", "flush_interval_ms"),
+            ("[archive]\nmax_age_s = 0", "max_age_s"),
+            ("[archive]\nmax_age = 5", "max_age"),
             ("[kafka]\n\"enable.auto.commit\" = \"true\"", "delivery guarantee"),
         ];
         for (text, want) in cases {
