@@ -105,11 +105,17 @@ impl Index {
     pub async fn commit(&self, c: &Commit) -> Result<(), Error> {
         let e = |what| move |err| Error::index(what, err);
         let tx = self.conn.transaction().await.map_err(e("begin"))?;
-        for f in &c.frames {
-            tx.execute(
+        // One prepared statement for all the rows of a flush.
+        let insert = tx
+            .prepare(
                 "INSERT INTO frame (camera, seq, file, offset, len, capture_us, pts_90k, key, discontinuity, codec, crc)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
+            )
+            .await
+            .map_err(e("prepare"))?;
+        for f in &c.frames {
+            insert
+                .execute(params![
                     f.camera.as_str(),
                     f.seq as i64,
                     f.file.as_str(),
@@ -121,11 +127,12 @@ impl Index {
                     f.discontinuity as i64,
                     f.codec.as_str(),
                     f.crc as i64
-                ],
-            )
-            .await
-            .map_err(e("insert frame"))?;
+                ])
+                .await
+                .map_err(e("insert frame"))?;
+            insert.reset();
         }
+        drop(insert);
         for (file, camera, bytes) in &c.segments {
             tx.execute(
                 "INSERT INTO segment (file, camera, bytes) VALUES (?1, ?2, ?3)

@@ -35,27 +35,14 @@ pub struct BenchArgs {
     pub rounds: usize,
 }
 
-const PARTITIONS: i32 = 4;
+pub(crate) const PARTITIONS: i32 = 4;
 
 pub async fn ingest(mut s: Settings, a: BenchArgs) -> Result<()> {
     if a.cameras == 0 || a.frames < a.cameras || a.rounds == 0 {
         bail!("bench needs at least one camera, one frame per camera and one round");
     }
     let dir = std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id()));
-    let _broker = match s.brokers {
-        Some(_) => None,
-        None => {
-            let listen = free_port()?;
-            let b = broker::EmbeddedBroker::start(&broker::BrokerConfig {
-                data_dir: dir.join("broker"),
-                listen,
-                maintenance_interval: Duration::from_secs(600),
-            })
-            .await?;
-            s.kafka.brokers = b.addr().to_string();
-            Some(b)
-        }
-    };
+    let _broker = start_broker(&mut s, &dir).await?;
     println!("broker: {}{}", s.kafka.brokers, if s.brokers.is_none() { " (embedded, SQLite)" } else { "" });
     println!(
         "{} frames per run over {} cameras, {} partitions, best of {} rounds\n",
@@ -98,7 +85,22 @@ pub async fn ingest(mut s: Settings, a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-fn topic(name: &str) -> TopicSpec {
+/// The embedded broker in `dir`, unless `--brokers` names one.
+pub(crate) async fn start_broker(s: &mut Settings, dir: &std::path::Path) -> Result<Option<broker::EmbeddedBroker>> {
+    if s.brokers.is_some() {
+        return Ok(None);
+    }
+    let b = broker::EmbeddedBroker::start(&broker::BrokerConfig {
+        data_dir: dir.join("broker"),
+        listen: free_port()?,
+        maintenance_interval: Duration::from_secs(600),
+    })
+    .await?;
+    s.kafka.brokers = b.addr().to_string();
+    Ok(Some(b))
+}
+
+pub(crate) fn topic(name: &str) -> TopicSpec {
     TopicSpec {
         name: Box::leak(name.to_string().into_boxed_str()),
         key: "camera",
@@ -109,14 +111,14 @@ fn topic(name: &str) -> TopicSpec {
     }
 }
 
-async fn create(k: &KafkaConfig, t: &TopicSpec) -> Result<()> {
+pub(crate) async fn create(k: &KafkaConfig, t: &TopicSpec) -> Result<()> {
     let mut k = k.clone();
     k.replication_factor = 1;
     k.ensure_topics(std::slice::from_ref(t)).await?;
     Ok(())
 }
 
-async fn delete(k: &KafkaConfig, t: &TopicSpec) {
+pub(crate) async fn delete(k: &KafkaConfig, t: &TopicSpec) {
     let opts = rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     match k.admin() {
         Ok(admin) => {
@@ -132,7 +134,7 @@ fn free_port() -> Result<std::net::SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn assign_from_start(k: &KafkaConfig, t: &TopicSpec) -> Result<StreamConsumer> {
+pub(crate) fn assign_from_start(k: &KafkaConfig, t: &TopicSpec) -> Result<StreamConsumer> {
     let c: StreamConsumer = k.consumer_config(Delivery::ExactlyOnce, "bench").create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
@@ -202,13 +204,31 @@ async fn vigil_path(
         }
         Ok(start.elapsed().as_secs_f64())
     });
+    let publishing = publish(k, t, n, cameras, size, seq_dir, &metrics)?;
+    let secs = consume.await??;
+    publishing.await;
+    Ok(secs)
+}
+
+/// Publishes `n` frames of `size` bytes from `cameras` cameras through
+/// vigil's ingest path, as fast as it takes them; the future resolves when
+/// all are acknowledged.
+pub(crate) fn publish(
+    k: &KafkaConfig,
+    t: &TopicSpec,
+    n: usize,
+    cameras: usize,
+    size: usize,
+    seq_dir: &std::path::Path,
+    metrics: &Metrics,
+) -> Result<impl std::future::Future<Output = ()>> {
     let mut feeders = Vec::new();
     let producer = ingest::publish::SharedProducer::new(k, t.delivery, 64 * 1024)?;
     for c in 0..cameras {
         let camera = format!("cam{c}");
         let seq = ingest::seq::SeqCounter::open(seq_dir, &camera)?;
-        let (mut tx, rx) = ingest::buffer::buffer(32 << 20, seq, &metrics, &camera, t.name);
-        let publisher = ingest::publish::Publisher::new(producer.clone(), t, &camera, None, &metrics);
+        let (mut tx, rx) = ingest::buffer::buffer(32 << 20, seq, metrics, &camera, t.name);
+        let publisher = ingest::publish::Publisher::new(producer.clone(), t, &camera, None, metrics);
         let task = tokio::spawn(publisher.run(rx, Duration::from_secs(30)));
         let per_camera = n / cameras + usize::from(c < n % cameras);
         let feeder = std::thread::spawn(move || {
@@ -231,10 +251,10 @@ async fn vigil_path(
         });
         feeders.push((feeder, task));
     }
-    let secs = consume.await??;
-    for (feeder, task) in feeders {
-        let _ = tokio::task::spawn_blocking(move || feeder.join()).await;
-        let _ = task.await;
-    }
-    Ok(secs)
+    Ok(async move {
+        for (feeder, task) in feeders {
+            let _ = tokio::task::spawn_blocking(move || feeder.join()).await;
+            let _ = task.await;
+        }
+    })
 }

@@ -128,4 +128,7 @@ pub enum BenchCommand {
     /// Frames through vigil's ingest path (envelope, buffer, publisher,
     /// broker, reader) beside a bare rdkafka produce→consume loop.
     Ingest(crate::bench::BenchArgs),
+    /// The archive beside a bare consume loop and the disk's sequential
+    /// write speed; CPU per 1080p30 4 Mbit/s camera.
+    Archive(crate::bench_archive::ArchiveBenchArgs),
 }

@@ -2,6 +2,7 @@
 //! library crates together; each role's logic lives in its crate.
 
 mod bench;
+mod bench_archive;
 mod check_cmd;
 mod cli;
 mod config;
@@ -92,6 +93,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Bench { which } => match which {
             cli::BenchCommand::Ingest(a) => bench::ingest(Settings::load(g, &Default::default())?, a).await,
+            cli::BenchCommand::Archive(a) => bench_archive::archive(Settings::load(g, &Default::default())?, a).await,
         },
     }
 }
