@@ -137,13 +137,11 @@ fn write_mp4(dir: &Path, rows: &[FrameRow], out: &Path, mut progress: impl FnMut
         {
             (sps, pps) = (s.to_vec(), p.to_vec());
         }
-        let next = rows.get(i + 1).map(|n| n.capture_us - r.capture_us);
-        let prev = i.checked_sub(1).map(|p| r.capture_us - rows[p].capture_us);
-        let delta_us = next.or(prev).unwrap_or(40_000).clamp(1, 60_000_000);
+        let duration_90k = sample_duration(rows, i);
         w.write_all(&sample).map_err(io)?;
         samples.push(mp4::SampleInfo {
             size: sample.len() as u32,
-            duration_90k: (delta_us * 9 / 100).max(1) as u32,
+            duration_90k,
             key: r.key,
             offset: pos,
         });
@@ -160,4 +158,20 @@ fn write_mp4(dir: &Path, rows: &[FrameRow], out: &Path, mut progress: impl FnMut
     w.write_all(&mp4::mdat_header(mdat_len)).map_err(io)?;
     finish(&tmp, out, w)?;
     Ok(summary(rows, mdat_len, "mp4"))
+}
+
+/// How long frame `i` is shown, in 90 kHz ticks: from the camera's own
+/// timestamps (a steady media timeline), or from the capture clock where
+/// those jump (a source restart), so one bad gap never breaks the file.
+fn sample_duration(rows: &[FrameRow], i: usize) -> u32 {
+    let delta = |a: &FrameRow, b: &FrameRow| {
+        let pts = b.pts_90k - a.pts_90k;
+        if pts > 0 && pts < 90_000 * 60 { pts } else { ((b.capture_us - a.capture_us) * 9 / 100).clamp(1, 90_000 * 60) }
+    };
+    let d = match (rows.get(i), rows.get(i + 1)) {
+        (Some(a), Some(b)) => delta(a, b),
+        _ if i > 0 => delta(&rows[i - 1], &rows[i]),
+        _ => 3600, // a single frame: 40 ms
+    };
+    d as u32
 }

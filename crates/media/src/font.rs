@@ -23,8 +23,17 @@ fn glyph(c: char) -> [u8; 7] {
 }
 
 /// Draws `text` into a luma plane at (x, y), `scale` pixels per font pixel,
-/// on a dark box so it stays readable over the moving scene.
-pub fn draw(luma: &mut [u8], width: usize, height: usize, x: usize, y: usize, scale: usize, text: &str) {
+/// on a dark box so it stays readable over the moving scene. Returns the
+/// box's width and height, for the caller to clear its colour.
+pub fn draw(
+    luma: &mut [u8],
+    width: usize,
+    height: usize,
+    x: usize,
+    y: usize,
+    scale: usize,
+    text: &str,
+) -> (usize, usize) {
     let cell = 6 * scale;
     let box_w = cell * text.chars().count() + scale;
     let box_h = 9 * scale;
@@ -53,4 +62,5 @@ pub fn draw(luma: &mut [u8], width: usize, height: usize, x: usize, y: usize, sc
             }
         }
     }
+    (box_w, box_h)
 }

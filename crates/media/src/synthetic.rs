@@ -132,8 +132,16 @@ pub fn render(width: usize, height: usize, frame_no: u64, capture_us: i64, out: 
     let secs = capture_us.div_euclid(1_000_000);
     let ms = capture_us.rem_euclid(1_000_000) / 1000;
     let clock = format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, ms);
-    font::draw(luma, width, height, 4 * scale, 4 * scale, scale, &format!("#{frame_no}"));
-    font::draw(luma, width, height, 4 * scale, 14 * scale, scale, &clock);
+    for (row, text) in [(4, format!("#{frame_no}")), (14, clock)] {
+        let (x0, y0) = (4 * scale, row * scale);
+        let (w, h) = font::draw(luma, width, height, x0, y0, scale, &text);
+        // Grey text box: no colour from an object passing underneath.
+        for y in y0 / 2..((y0 + h) / 2).min(ch) {
+            let (a, b) = (y * cw + x0 / 2, y * cw + ((x0 + w) / 2).min(cw));
+            u[a..b].fill(128);
+            v[a..b].fill(128);
+        }
+    }
 }
 
 /// Triangle wave in [0, 1]: positions that bounce off the edges.

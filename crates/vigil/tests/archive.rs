@@ -46,6 +46,7 @@ async fn archived_ranges_export_to_files_players_accept() {
     };
     let mut acfg = archive::ArchiveConfig::new(&dir);
     acfg.flush_interval = Duration::from_millis(200);
+    acfg.retention = Default::default(); // no free-space floor on a full test machine
     let frames_topic = plan[0].clone();
     let metrics = bus::Metrics::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -45,7 +45,9 @@ fn archive_is_exactly_once_under_repeated_sigkill() {
     // Frequent flushes: more kills land between a flush's data sync and its
     // index commit, the window recovery exists for.
     let cfg = dir.join("archive.toml");
-    std::fs::write(&cfg, "[archive]\nflush_interval_ms = 40\n").unwrap();
+    // No free-space floor: on a nearly full test machine retention would
+    // otherwise (rightly) delete recordings this test counts.
+    std::fs::write(&cfg, "[archive]\nflush_interval_ms = 40\nmin_free_bytes = 0\n").unwrap();
     let cfg = cfg.to_str().unwrap();
     #[rustfmt::skip]
     let archive_args = ["archive", "--config", cfg, "--brokers", &listen, "--data-dir", adir, "--metrics-listen", "off"];
