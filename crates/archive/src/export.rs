@@ -139,12 +139,7 @@ fn write_mp4(dir: &Path, rows: &[FrameRow], out: &Path, mut progress: impl FnMut
         }
         let duration_90k = sample_duration(rows, i);
         w.write_all(&sample).map_err(io)?;
-        samples.push(mp4::SampleInfo {
-            size: sample.len() as u32,
-            duration_90k,
-            key: r.key,
-            offset: pos,
-        });
+        samples.push(mp4::SampleInfo { size: sample.len() as u32, duration_90k, key: r.key, offset: pos });
         pos += sample.len() as u64;
         progress(i as u64 + 1, rows.len() as u64);
     }

@@ -47,9 +47,6 @@ async fn a_full_disk_pauses_the_archive_and_loses_nothing() {
     acfg.segment.max_bytes = 256 << 10;
     let metrics = bus::Metrics::default();
     let (stop_archive, rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let arch = tokio::spawn(archive::run(acfg.clone(), k.clone(), plan[0].clone(), 4, metrics.clone(), stopped(rx)));
 
     let ack_log = dir.join("acks.log");

@@ -168,3 +168,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
+
+/// Resolves once `rx` reads true: a shutdown signal to hand to a role.
+pub async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
