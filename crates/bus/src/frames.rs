@@ -5,6 +5,7 @@
 
 use crate::Error;
 use crate::client::KafkaConfig;
+use crate::delivery::Commit;
 use crate::metrics::{Counter, Gauge, Metrics};
 use crate::topics::TopicSpec;
 use media::{Chunk, Frame, Incomplete, Limits, Pushed, Reassembler};
@@ -60,6 +61,7 @@ type FrameKey = (String, media::Stream, u64);
 
 pub struct FrameReader {
     consumer: StreamConsumer<LagContext>,
+    commits: Commit,
     /// Per partition, the offset after the last record read.
     next_offset: HashMap<i32, i64>,
     /// Where each incomplete frame's first chunk sits: a sink must not
@@ -135,6 +137,7 @@ impl FrameReader {
         let labels = [("topic", topic.name)];
         Ok(FrameReader {
             consumer,
+            commits: topic.delivery.consumer_commits(),
             next_offset: HashMap::new(),
             first_chunk: HashMap::new(),
             topic: topic.name.to_string(),
@@ -153,10 +156,6 @@ impl FrameReader {
             ),
             last_expire: Instant::now(),
         })
-    }
-
-    pub fn consumer(&self) -> &StreamConsumer<LagContext> {
-        &self.consumer
     }
 
     /// The next whole frame. Kafka errors are returned (the caller decides
@@ -185,13 +184,16 @@ impl FrameReader {
                     continue;
                 }
             };
-            let (key, chunked) = ((chunk.meta.camera.clone(), chunk.meta.stream, chunk.meta.seq), chunk.count > 1);
+            // Only chunked frames are tracked; single records stay allocation-free.
+            let key = (chunk.count > 1).then(|| (chunk.meta.camera.clone(), chunk.meta.stream, chunk.meta.seq));
             match self.reassembler.push(chunk, Instant::now()) {
                 Ok(Pushed::Waiting) => {
-                    self.first_chunk.entry(key).or_insert((partition, offset));
+                    if let Some(key) = key {
+                        self.first_chunk.entry(key).or_insert((partition, offset));
+                    }
                 }
                 Ok(Pushed::Frame(frame)) => {
-                    if chunked {
+                    if let Some(key) = key {
                         self.first_chunk.remove(&key);
                     }
                     self.count(&frame);
@@ -205,8 +207,12 @@ impl FrameReader {
     }
 
     /// Commits `offset + 1` for `partition` to the group, without waiting.
-    /// Exactly-once sinks call it only to feed lag metrics.
+    /// Exactly-once sinks call it only to feed lag metrics; on an
+    /// at-most-once topic it does nothing (those consumers never commit).
     pub fn commit(&self, partition: i32, offset: i64) -> Result<(), Error> {
+        if self.commits == Commit::Never {
+            return Ok(());
+        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset + 1))
             .map_err(|e| Error::kafka("commit", e))?;

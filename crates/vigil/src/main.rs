@@ -1,9 +1,9 @@
 //! `vigil`: one binary, a subcommand per role. This file only wires the
 //! library crates together; each role's logic lives in its crate.
 
+mod archive_cmd;
 mod bench;
 mod bench_archive;
-mod check_cmd;
 mod cli;
 mod config;
 mod status;
@@ -80,11 +80,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Check { camera, json } => {
             let s = Settings::load(g, &Default::default())?;
-            check_cmd::run(&s, camera.as_deref(), json).await
+            archive_cmd::run(&s, camera.as_deref(), json).await
         }
         Command::Export { camera, from, to, output } => {
             let s = Settings::load(g, &Default::default())?;
-            check_cmd::export(&s, &camera, &from, &to, &output).await
+            archive_cmd::export(&s, &camera, &from, &to, &output).await
         }
         Command::Topics { json } => {
             let mut s = Settings::load(g, &Default::default())?;
