@@ -1,7 +1,19 @@
-//! A minimal ISO-BMFF (MP4) writer for H.264 exports, pure and synchronous:
-//! Annex B access units in, `avc1` samples out, and the `moov` box that
-//! describes them. The caller streams `mdat` to disk and appends `moov`
-//! last, so an export of any length needs memory only for the sample tables.
+//! A minimal ISO-BMFF (MP4) writer for H.264 and H.265 exports, pure and
+//! synchronous: Annex B access units in, `avc1`/`hvc1` samples out, and the
+//! `moov` box that describes them. The caller streams `mdat` to disk and
+//! appends `moov` last, so an export of any length needs memory only for the
+//! sample tables.
+
+mod hevc;
+
+use crate::Error;
+
+/// The video codecs an MP4 export carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoCodec {
+    H264,
+    H265,
+}
 
 /// One sample as the tables need it.
 #[derive(Clone, Copy, Debug)]
@@ -40,32 +52,106 @@ pub fn nal_units(au: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-/// Converts one access unit to an `avc1` sample (4-byte lengths), dropping
-/// parameter sets and delimiters (they live in `avcC`). Returns the SPS and
-/// PPS it saw.
-pub fn to_sample<'a>(au: &'a [u8], out: &mut Vec<u8>) -> (Option<&'a [u8]>, Option<&'a [u8]>) {
-    let (mut sps, mut pps) = (None, None);
+/// The parameter sets an access unit carries (`vps`: H.265 only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParamSets<'a> {
+    pub vps: Option<&'a [u8]>,
+    pub sps: Option<&'a [u8]>,
+    pub pps: Option<&'a [u8]>,
+}
+
+impl ParamSets<'_> {
+    /// Whether these are all the sample entry of `codec` needs.
+    pub fn complete(&self, codec: VideoCodec) -> bool {
+        self.sps.is_some() && self.pps.is_some() && (codec == VideoCodec::H264 || self.vps.is_some())
+    }
+}
+
+/// Converts one access unit to a sample (NAL units with 4-byte lengths),
+/// dropping parameter sets and delimiters (they live in the sample entry).
+/// Returns the parameter sets it saw.
+pub fn to_sample<'a>(codec: VideoCodec, au: &'a [u8], out: &mut Vec<u8>) -> ParamSets<'a> {
+    use VideoCodec::*;
+    let mut ps = ParamSets::default();
     for nal in nal_units(au) {
-        match nal.first().map(|b| b & 0x1f) {
-            Some(7) => sps = Some(nal),
-            Some(8) => pps = Some(nal),
-            Some(9) | None => {}
-            Some(_) => {
+        let kind = match codec {
+            H264 => nal.first().map(|b| b & 0x1f),
+            H265 => hevc::nal_type(nal),
+        };
+        match (codec, kind) {
+            (H264, Some(7)) | (H265, Some(hevc::SPS)) => ps.sps = Some(nal),
+            (H264, Some(8)) | (H265, Some(hevc::PPS)) => ps.pps = Some(nal),
+            (H265, Some(hevc::VPS)) => ps.vps = Some(nal),
+            (H264, Some(9)) | (H265, Some(hevc::AUD)) | (_, None) => {}
+            _ => {
                 out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
                 out.extend_from_slice(nal);
             }
         }
     }
-    (sps, pps)
+    ps
 }
 
-/// Picture size from an SPS (ITU-T H.264 7.3.2.1.1), or `None` if it uses
-/// features this reader does not follow (scaling matrices).
-pub fn sps_size(sps: &[u8]) -> Option<(u32, u32)> {
-    // Remove emulation prevention bytes.
-    let mut rbsp = Vec::with_capacity(sps.len());
+/// A track's sample entry (an `avc1` or `hvc1` box) and the picture size
+/// it declares.
+pub struct SampleEntry {
+    pub width: u32,
+    pub height: u32,
+    entry: Vec<u8>,
+}
+
+/// The sample entry for a stream of `codec` described by `ps` (which must
+/// be `complete`). An H.264 SPS this reader does not follow gives a size of
+/// 0x0 (decoders read the SPS itself); an H.265 SPS must parse, as its
+/// profile and format go into `hvcC`.
+pub fn sample_entry(codec: VideoCodec, ps: &ParamSets) -> Result<SampleEntry, Error> {
+    let (sps, pps) = ps.sps.zip(ps.pps).ok_or_else(|| Error::Other("no SPS/PPS to describe the stream".into()))?;
+    let too_long = |what| Error::Other(format!("the stream's {what} is too long for an MP4 sample entry"));
+    for (what, nal) in [("VPS", ps.vps.unwrap_or_default()), ("SPS", sps), ("PPS", pps)] {
+        if nal.len() > u16::MAX as usize {
+            return Err(too_long(what));
+        }
+    }
+    let (kind, (width, height), config) = match codec {
+        VideoCodec::H264 => {
+            let mut avcc = vec![1, *sps.get(1).unwrap_or(&66), *sps.get(2).unwrap_or(&0), *sps.get(3).unwrap_or(&30)];
+            avcc.extend_from_slice(&[0xff, 0xe1]); // 4-byte lengths, one SPS
+            avcc.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+            avcc.extend_from_slice(sps);
+            avcc.push(1);
+            avcc.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+            avcc.extend_from_slice(pps);
+            (b"avc1", sps_size(sps).unwrap_or((0, 0)), bx(b"avcC", &avcc))
+        }
+        VideoCodec::H265 => {
+            let vps = ps.vps.ok_or_else(|| Error::Other("no VPS to describe the H.265 stream".into()))?;
+            let parsed = hevc::Sps::parse(sps).ok_or_else(|| {
+                Error::Other("the stream's H.265 SPS is malformed or unsupported: cannot describe it".into())
+            })?;
+            (b"hvc1", (parsed.width, parsed.height), bx(b"hvcC", &parsed.hvcc(vps, sps, pps)))
+        }
+    };
+    let mut e = vec![0; 6];
+    e.extend_from_slice(&[0, 1]); // data reference index
+    e.extend_from_slice(&[0; 16]);
+    e.extend_from_slice(&(width as u16).to_be_bytes());
+    e.extend_from_slice(&(height as u16).to_be_bytes());
+    e.extend_from_slice(&0x0048_0000u32.to_be_bytes()); // 72 dpi
+    e.extend_from_slice(&0x0048_0000u32.to_be_bytes());
+    e.extend_from_slice(&[0; 4]);
+    e.extend_from_slice(&[0, 1]); // frame count
+    e.extend_from_slice(&[0; 32]); // compressor name
+    e.extend_from_slice(&[0, 0x18, 0xff, 0xff]); // depth, no colour table
+    e.extend(config);
+    Ok(SampleEntry { width, height, entry: bx(kind, &e) })
+}
+
+/// The payload of a NAL unit (after its header) without emulation
+/// prevention bytes.
+fn rbsp(payload: &[u8]) -> Vec<u8> {
+    let mut rbsp = Vec::with_capacity(payload.len());
     let mut zeros = 0;
-    for &b in sps.get(1..)? {
+    for &b in payload {
         if zeros >= 2 && b == 3 {
             zeros = 0;
             continue;
@@ -73,7 +159,14 @@ pub fn sps_size(sps: &[u8]) -> Option<(u32, u32)> {
         zeros = if b == 0 { zeros + 1 } else { 0 };
         rbsp.push(b);
     }
-    let mut r = Bits { data: &rbsp, pos: 0 };
+    rbsp
+}
+
+/// Picture size from an SPS (ITU-T H.264 7.3.2.1.1), or `None` if it uses
+/// features this reader does not follow (scaling matrices).
+pub fn sps_size(sps: &[u8]) -> Option<(u32, u32)> {
+    let rbsp = rbsp(sps.get(1..)?);
+    let mut r = Bits::new(&rbsp);
     let profile = r.bits(8)?;
     r.bits(16)?; // constraint flags, level
     r.ue()?; // sps id
@@ -123,17 +216,24 @@ pub fn sps_size(sps: &[u8]) -> Option<(u32, u32)> {
         2 => (2, 2 - frame_mbs_only),
         _ => (2, 2 * (2 - frame_mbs_only)),
     };
-    let w = (w_mbs * 16).checked_sub(cx * (cl + cr))?;
-    let h = (h_map * 16 * (2 - frame_mbs_only)).checked_sub(cy * (ct + cb))?;
+    let w = w_mbs.checked_mul(16)?.checked_sub(cl.checked_add(cr)?.checked_mul(cx)?)?;
+    let h = h_map.checked_mul(16 * (2 - frame_mbs_only))?.checked_sub(ct.checked_add(cb)?.checked_mul(cy)?)?;
     Some((w, h))
 }
 
+/// A big-endian bit reader over an RBSP; every read past the end is `None`.
 struct Bits<'a> {
     data: &'a [u8],
     pos: usize,
 }
 
-impl Bits<'_> {
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Bits { data, pos: 0 }
+    }
+    fn skip(&mut self, n: usize) -> Option<()> {
+        (self.pos + n <= self.data.len() * 8).then(|| self.pos += n)
+    }
     fn bits(&mut self, n: u32) -> Option<u32> {
         let mut v = 0u32;
         for _ in 0..n {
@@ -173,8 +273,11 @@ fn full(kind: &[u8; 4], version: u8, flags: u32, body: &[u8]) -> Vec<u8> {
     bx(kind, &v)
 }
 
-pub fn ftyp() -> Vec<u8> {
-    bx(b"ftyp", b"isom\0\0\x02\0isomiso2avc1mp41")
+pub fn ftyp(codec: VideoCodec) -> Vec<u8> {
+    match codec {
+        VideoCodec::H264 => bx(b"ftyp", b"isom\0\0\x02\0isomiso2avc1mp41"),
+        VideoCodec::H265 => bx(b"ftyp", b"isom\0\0\x02\0isomiso2mp41"),
+    }
 }
 
 /// The header of an `mdat` box of `len` payload bytes (64-bit size).
@@ -188,8 +291,8 @@ pub fn mdat_header(len: u64) -> [u8; 16] {
 
 const MATRIX: [u32; 9] = [0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x4000_0000];
 
-/// The `moov` box for one H.264 track.
-pub fn moov(samples: &[SampleInfo], sps: &[u8], pps: &[u8], width: u32, height: u32) -> Vec<u8> {
+/// The `moov` box for one video track.
+pub fn moov(samples: &[SampleInfo], entry: &SampleEntry) -> Vec<u8> {
     let dur_90k: u64 = samples.iter().map(|s| s.duration_90k as u64).sum();
     let dur_ms = dur_90k / 90;
     let be32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_be_bytes());
@@ -208,8 +311,8 @@ pub fn moov(samples: &[SampleInfo], sps: &[u8], pps: &[u8], width: u32, height: 
         be32(&mut tkhd, x); // times, track 1, reserved, duration, reserved, layer/group, volume/reserved
     }
     MATRIX.iter().for_each(|&m| be32(&mut tkhd, m));
-    be32(&mut tkhd, width << 16);
-    be32(&mut tkhd, height << 16);
+    be32(&mut tkhd, entry.width << 16);
+    be32(&mut tkhd, entry.height << 16);
 
     let mut mdhd = vec![];
     for x in [0, 0, 90_000, dur_90k as u32] {
@@ -218,28 +321,9 @@ pub fn moov(samples: &[SampleInfo], sps: &[u8], pps: &[u8], width: u32, height: 
     mdhd.extend_from_slice(&[0x55, 0xc4, 0, 0]); // language "und"
     let hdlr = [&[0u8; 4][..], b"vide", &[0; 12], b"vigil video\0"].concat();
 
-    let mut avcc =
-        vec![1, *sps.get(1).unwrap_or(&66), *sps.get(2).unwrap_or(&0), *sps.get(3).unwrap_or(&30), 0xff, 0xe1];
-    avcc.extend_from_slice(&(sps.len() as u16).to_be_bytes());
-    avcc.extend_from_slice(sps);
-    avcc.push(1);
-    avcc.extend_from_slice(&(pps.len() as u16).to_be_bytes());
-    avcc.extend_from_slice(pps);
-    let mut avc1 = vec![0; 6];
-    avc1.extend_from_slice(&[0, 1]); // data reference index
-    avc1.extend_from_slice(&[0; 16]);
-    avc1.extend_from_slice(&(width as u16).to_be_bytes());
-    avc1.extend_from_slice(&(height as u16).to_be_bytes());
-    be32(&mut avc1, 0x0048_0000);
-    be32(&mut avc1, 0x0048_0000);
-    be32(&mut avc1, 0);
-    avc1.extend_from_slice(&[0, 1]); // frame count
-    avc1.extend_from_slice(&[0; 32]); // compressor name
-    avc1.extend_from_slice(&[0, 0x18, 0xff, 0xff]);
-    avc1.extend(bx(b"avcC", &avcc));
     let mut stsd = vec![];
     be32(&mut stsd, 1);
-    stsd.extend(bx(b"avc1", &avc1));
+    stsd.extend_from_slice(&entry.entry);
 
     let mut stts = vec![];
     let mut runs: Vec<(u32, u32)> = vec![];
@@ -295,10 +379,38 @@ mod tests {
         let au = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 9, 9];
         assert_eq!(nal_units(&au), vec![&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 9, 9]]);
         let mut sample = vec![];
-        let (sps, pps) = to_sample(&au, &mut sample);
-        assert_eq!((sps, pps), (Some(&[0x67, 1, 2][..]), Some(&[0x68, 3][..])));
+        let ps = to_sample(VideoCodec::H264, &au, &mut sample);
+        assert_eq!((ps.sps, ps.pps), (Some(&[0x67, 1, 2][..]), Some(&[0x68, 3][..])));
+        assert!(ps.complete(VideoCodec::H264));
         assert_eq!(sample, vec![0, 0, 0, 3, 0x65, 9, 9]);
         assert!(nal_units(&[1, 2, 3]).is_empty());
+    }
+
+    #[test]
+    fn h265_samples_leave_parameter_sets_out() {
+        // AUD, VPS, SPS, PPS, a prefix SEI, an IDR slice; a stray byte.
+        let au = [
+            &[0, 0, 0, 1, 0x46, 1, 0x50][..],
+            &[0, 0, 1, 0x40, 1, 0xaa],
+            &[0, 0, 1, 0x42, 1, 0xbb],
+            &[0, 0, 1, 0x44, 1, 0xcc],
+            &[0, 0, 1, 0x4e, 1, 5],
+            &[0, 0, 0, 1, 0x26, 1, 0xaf, 9],
+            &[0, 0, 1, 0x26],
+        ]
+        .concat();
+        let mut sample = vec![];
+        let ps = to_sample(VideoCodec::H265, &au, &mut sample);
+        assert_eq!(
+            (ps.vps, ps.sps, ps.pps),
+            (Some(&[0x40, 1, 0xaa][..]), Some(&[0x42, 1, 0xbb][..]), Some(&[0x44, 1, 0xcc][..]))
+        );
+        assert!(ps.complete(VideoCodec::H265));
+        assert!(!ParamSets { vps: None, ..ps }.complete(VideoCodec::H265));
+        assert_eq!(sample, vec![0, 0, 0, 3, 0x4e, 1, 5, 0, 0, 0, 4, 0x26, 1, 0xaf, 9]);
+        // An SPS that does not parse is an error, never a panic.
+        let err = sample_entry(VideoCodec::H265, &ps).err().unwrap();
+        assert!(err.to_string().contains("H.265 SPS is malformed"), "{err}");
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Export a recorded range: MP4 for H.264 cameras, MJPEG (concatenated
+    /// Export a recorded range: MP4 for H.264 and H.265 cameras, MJPEG (concatenated
     /// JPEGs) for MJPEG cameras.
     Export {
         #[arg(long)]
