@@ -270,7 +270,7 @@ mod tests {
 
         let index = crate::open_index(&d).await.unwrap();
         // Small segments: an export reads across several files.
-        let mut w = Writer::new(&d, SegmentLimits { max_bytes: 20_000, max_duration_us: i64::MAX });
+        let mut w = Writer::new(&d, SegmentLimits { max_bytes: 20_000, max_duration_us: i64::MAX }).unwrap();
         for (seq, (au, key)) in aus.into_iter().enumerate() {
             w.add(&frame("c", seq as u64, key, au));
         }

@@ -42,8 +42,19 @@ pub struct Commit {
     pub frames: Vec<FrameRow>,
     /// Segment file → committed length after this flush.
     pub segments: Vec<(String, String, u64)>,
-    /// (topic, partition) → next offset to read.
-    pub offsets: Vec<(String, i32, i64)>,
+    pub offsets: Vec<OffsetUpdate>,
+}
+
+/// A partition's next offset to read, moved on only from where this
+/// archiver last saw it: a check that fences off any other writer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffsetUpdate {
+    pub topic: String,
+    pub partition: i32,
+    /// The index's value when this archiver took the partition or last
+    /// committed it (`None`: no row yet).
+    pub expected: Option<i64>,
+    pub next: i64,
 }
 
 const SCHEMA: &str = "
@@ -101,10 +112,30 @@ impl Index {
         Ok(Index { conn, _db: db })
     }
 
-    /// Commits a flush: frames, segment lengths and offsets in one transaction.
+    /// Commits a flush: frames, segment lengths and offsets in one
+    /// transaction. Fails whole, with `Error::Fenced`, if any partition's
+    /// offset is not what the caller expected (another archiver moved it).
     pub async fn commit(&self, c: &Commit) -> Result<(), Error> {
         let e = |what| move |err| Error::index(what, err);
         let tx = self.conn.transaction().await.map_err(e("begin"))?;
+        for o in &c.offsets {
+            let mut rows = tx
+                .query(
+                    "SELECT next FROM kafka_offset WHERE topic = ?1 AND partition = ?2",
+                    params![o.topic.as_str(), o.partition as i64],
+                )
+                .await
+                .map_err(e("read offset"))?;
+            let found = match rows.next().await.map_err(e("read offset"))? {
+                Some(r) => Some(int(&r, 0)?),
+                None => None,
+            };
+            if found != o.expected {
+                drop(rows);
+                tx.rollback().await.map_err(e("rollback"))?;
+                return Err(Error::Fenced { partition: o.partition, expected: o.expected, found });
+            }
+        }
         // One prepared statement for all the rows of a flush.
         let insert = tx
             .prepare(
@@ -142,11 +173,11 @@ impl Index {
             .await
             .map_err(e("upsert segment"))?;
         }
-        for (topic, partition, next) in &c.offsets {
+        for o in &c.offsets {
             tx.execute(
                 "INSERT INTO kafka_offset (topic, partition, next) VALUES (?1, ?2, ?3)
                  ON CONFLICT (topic, partition) DO UPDATE SET next = excluded.next",
-                params![topic.as_str(), *partition as i64, *next],
+                params![o.topic.as_str(), o.partition as i64, o.next],
             )
             .await
             .map_err(e("upsert offset"))?;

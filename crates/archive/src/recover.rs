@@ -4,9 +4,12 @@
 //! after a crash the files may hold *more* than the index names (a flush
 //! written but not committed), never less. Recovery truncates each segment
 //! to its committed length and removes files the index does not know.
+//! Files of writers still alive (another archiver sharing the dir) are left
+//! alone: their bytes past the index are a flush in progress, not debris.
 
 use crate::Error;
 use crate::index::Index;
+use crate::lock::{live_writers, writer_of};
 use std::path::Path;
 use std::time::Instant;
 
@@ -30,14 +33,19 @@ pub async fn recover(dir: &Path, index: &Index) -> Result<Recovery, Error> {
     let mut r = tokio::task::spawn_blocking(move || -> Result<Recovery, Error> {
         let mut r = Recovery { segments: segments.len(), ..Recovery::default() };
         let io = |path: &Path, e: std::io::Error| Error::Io { path: path.to_path_buf(), source: e };
+        let live = live_writers(&dir).map_err(|e| io(&dir, e))?;
         let Ok(cameras) = std::fs::read_dir(&dir) else { return Ok(r) };
         for cam in cameras.flatten() {
-            if !cam.path().is_dir() {
+            // Camera dirs only: not the lock dirs (.writers, .claims).
+            if !cam.path().is_dir() || cam.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
             for entry in std::fs::read_dir(cam.path()).map_err(|e| io(&cam.path(), e))?.flatten() {
                 let path = entry.path();
                 let rel = format!("{}/{}", cam.file_name().to_string_lossy(), entry.file_name().to_string_lossy());
+                if writer_of(&rel).is_some_and(|w| live.contains(w)) {
+                    continue;
+                }
                 let len = entry.metadata().map_err(|e| io(&path, e))?.len();
                 match segments.get(&rel) {
                     None => {

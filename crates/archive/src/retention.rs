@@ -1,5 +1,5 @@
 //! Retention: oldest first, whole segments at a time, never the segment a
-//! writer is appending to. Limits: a disk budget per camera and overall, a
+//! live writer may be appending to (its newest of each camera). Limits: a disk budget per camera and overall, a
 //! maximum age, and a free-space floor on the archive's filesystem.
 //!
 //! A segment leaves the index first and the disk second: a crash in between
@@ -8,6 +8,7 @@
 
 use crate::Error;
 use crate::index::{Index, SegmentInfo};
+use crate::lock::{live_writers, writer_of};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -73,21 +74,34 @@ pub fn plan(
     out
 }
 
-/// Applies `policy` now.
-pub async fn enforce(
-    dir: &Path,
-    index: &Index,
-    policy: &Retention,
-    open: &HashSet<String>,
-    now_us: i64,
-) -> Result<Deleted, Error> {
+/// The segments live writers may still append to: each one's newest per
+/// camera (pure).
+pub fn open_segments(segments: &[SegmentInfo], live: &HashSet<String>) -> HashSet<String> {
+    let mut newest: HashMap<(&str, &str), &str> = HashMap::new();
+    for s in segments {
+        let Some(w) = writer_of(&s.file).filter(|w| live.contains(*w)) else { continue };
+        // Names start with the zero-padded first seq: the greatest is the newest.
+        let e = newest.entry((s.camera.as_str(), w)).or_insert(s.file.as_str());
+        if s.file.as_str() > *e {
+            *e = s.file.as_str();
+        }
+    }
+    newest.into_values().map(str::to_string).collect()
+}
+
+/// Applies `policy` now. Safe beside other archivers sharing the dir: a
+/// segment they already removed is skipped.
+pub async fn enforce(dir: &Path, index: &Index, policy: &Retention, now_us: i64) -> Result<Deleted, Error> {
     if *policy == Retention::default() {
         return Ok(Deleted::default());
     }
+    let io = |e| Error::Io { path: dir.to_path_buf(), source: e };
+    let live = live_writers(dir).map_err(io)?;
     let segments = index.segment_infos().await?;
-    let free = free_bytes(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+    let free = free_bytes(dir).map_err(io)?;
+    let open = open_segments(&segments, &live);
     let mut d = Deleted::default();
-    for file in plan(policy, &segments, open, now_us, free) {
+    for file in plan(policy, &segments, &open, now_us, free) {
         let bytes = segments.iter().find(|s| s.file == file).map_or(0, |s| s.bytes);
         index.delete_segment(&file).await?;
         let path = dir.join(&file);
@@ -141,6 +155,21 @@ mod tests {
         for (i, (policy, free, want)) in cases.into_iter().enumerate() {
             assert_eq!(plan(&policy, &segs, &open, 30, free), want, "case {i}");
         }
+    }
+
+    #[test]
+    fn a_live_writers_newest_segment_per_camera_is_open() {
+        let segs = vec![
+            seg("a/001-w1.seg", "a", 1, 0, 1),
+            seg("a/005-w1.seg", "a", 1, 0, 1),
+            seg("a/003-w2.seg", "a", 1, 0, 1),
+            seg("b/002-w1.seg", "b", 1, 0, 1),
+            seg("b/009-dead.seg", "b", 1, 0, 1),
+        ];
+        let live: HashSet<String> = ["w1".to_string(), "w2".to_string()].into();
+        let mut open: Vec<String> = open_segments(&segs, &live).into_iter().collect();
+        open.sort();
+        assert_eq!(open, vec!["a/003-w2.seg", "a/005-w1.seg", "b/002-w1.seg"]);
     }
 
     #[test]

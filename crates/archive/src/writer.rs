@@ -4,11 +4,13 @@
 //! to the end of its open segment file with one write and one fdatasync
 //! (spinning-disk friendly: large sequential writes, one sync per flush, not
 //! per frame), and only then are the index rows committed. A segment file is
-//! only ever appended to by the process that created it (the writer id is in
-//! its name), and a new one starts at the first key frame after the size or
-//! duration limit.
+//! only ever appended to by the writer that created it (the writer id is in
+//! its name; the writer holds `.writers/<id>.lock` while it lives), only its
+//! newest one per camera, and a new one starts at the first key frame after
+//! the size or duration limit.
 
 use crate::index::{Commit, FrameRow};
+use crate::lock::{Lock, writer_lock_path};
 use media::Frame;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -39,6 +41,7 @@ struct Pending {
 pub struct Writer {
     dir: PathBuf,
     writer_id: String,
+    _alive: Lock,
     limits: SegmentLimits,
     open: HashMap<String, Open>,
     pending: HashMap<String, Pending>,
@@ -46,16 +49,28 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(dir: &Path, limits: SegmentLimits) -> Self {
-        let writer_id = uuid::Uuid::now_v7().simple().to_string()[..12].to_string();
-        Writer {
+    pub fn new(dir: &Path, limits: SegmentLimits) -> std::io::Result<Self> {
+        // A v7 UUID: unique, and file names sort by the writer's start time.
+        let writer_id = uuid::Uuid::now_v7().simple().to_string();
+        let alive = Lock::try_acquire(&writer_lock_path(dir, &writer_id))?
+            .ok_or_else(|| std::io::Error::other(format!("writer id {writer_id} is taken")))?;
+        Ok(Writer {
             dir: dir.to_path_buf(),
             writer_id,
+            _alive: alive,
             limits,
             open: HashMap::new(),
             pending: HashMap::new(),
             pending_bytes: 0,
-        }
+        })
+    }
+
+    /// Starts a new segment for every camera's next frame. Call it when
+    /// partitions change hands (nothing pending), so that a writer only
+    /// ever appends to its newest segment of a camera.
+    pub fn close_all(&mut self) {
+        debug_assert_eq!(self.pending_bytes, 0);
+        self.open.clear();
     }
 
     pub fn pending_bytes(&self) -> usize {
@@ -64,11 +79,6 @@ impl Writer {
 
     pub fn pending_frames(&self) -> usize {
         self.pending.values().map(|p| p.rows.len()).sum()
-    }
-
-    /// The segment files being appended to (retention leaves them alone).
-    pub fn open_files(&self) -> std::collections::HashSet<String> {
-        self.open.values().map(|o| o.file.clone()).collect()
     }
 
     /// Whether (camera, seq) is waiting for the next flush.

@@ -117,6 +117,21 @@ impl FrameReader {
         Ok(reader)
     }
 
+    /// Replaces the assignment: reads exactly `from` from now on, forgetting
+    /// positions and half-collected frames of the old assignment (records
+    /// of partitions no longer assigned are never returned after this).
+    pub fn reassign(&mut self, from: &HashMap<i32, Offset>) -> Result<(), Error> {
+        let mut tpl = TopicPartitionList::new();
+        for (&p, &o) in from {
+            tpl.add_partition_offset(&self.topic, p, o).map_err(|e| Error::kafka("assign", e))?;
+        }
+        self.consumer.assign(&tpl).map_err(|e| Error::kafka("assign", e))?;
+        self.next_offset.clear();
+        self.first_chunk.clear();
+        self.reassembler = Reassembler::new(Limits::default());
+        Ok(())
+    }
+
     /// Per partition, the offset a sink may resume from once it has stored
     /// every frame returned so far: after the last record read, but never
     /// past the first chunk of a frame still being collected.

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 /// A small deterministic generator, seeded from the clock (printed, so a
@@ -83,48 +83,10 @@ fn archive_is_exactly_once_under_repeated_sigkill() {
     let acked: BTreeSet<(String, u64)> =
         acked(&ack_log).into_iter().filter(|(_, s, _)| s == "main").map(|(c, _, q)| (c, q)).collect();
     assert!(acked.len() > 300, "only {} frames acknowledged", acked.len());
-    let wait_until = Instant::now() + Duration::from_secs(60);
-    loop {
-        std::thread::sleep(Duration::from_secs(2));
-        let (_, out, _) = vigil(&["check", "--json", "--data-dir", adir]);
-        let archived: u64 = serde_json::from_str::<serde_json::Value>(&out)
-            .map(|v| v.as_array().map_or(0, |a| a.iter().map(|c| c["frames"].as_u64().unwrap_or(0)).sum()))
-            .unwrap_or(0);
-        if archived >= acked.len() as u64 || Instant::now() > wait_until {
-            break;
-        }
-    }
+    wait_archived(&dir.join("archive"), &acked, Duration::from_secs(60));
     assert!(archiver.stop(Duration::from_secs(20)).is_some_and(|s| s.success()), "archiver did not stop cleanly");
 
-    let (code, out, err) = vigil(&["check", "--json", "--data-dir", adir]);
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("check output: {out} {err}"));
-    let mut totals = BTreeMap::new();
-    for c in report.as_array().unwrap() {
-        for k in ["frames", "missing", "duplicates", "without_data", "without_index_bytes"] {
-            *totals.entry(k).or_insert(0) += c[k].as_u64().unwrap();
-        }
-    }
-    eprintln!("check totals: {totals:?}");
-    assert_eq!(totals["missing"], 0, "{out}");
-    assert_eq!(totals["duplicates"], 0, "{out}");
-    assert_eq!(totals["without_data"], 0, "{out}");
-    assert_eq!(totals["without_index_bytes"], 0, "{out}");
-    assert_eq!(code, 0, "{err}");
-
-    // Every acknowledged frame is archived.
-    let archived = archived_seqs(&dir.join("archive"));
-    let lost: Vec<_> = acked.iter().filter(|k| !archived.contains(*k)).collect();
-    assert!(lost.is_empty(), "{} acknowledged frames not archived, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert_archive_exact(&dir.join("archive"), &acked);
     broker.stop(Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// (camera, seq) of every archived frame, read from the index.
-fn archived_seqs(data_dir: &std::path::Path) -> BTreeSet<(String, u64)> {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let cfg = archive::ArchiveConfig::new(data_dir);
-        let index = archive::open_index(&cfg.dir).await.unwrap();
-        index.frames(None).await.unwrap().into_iter().map(|r| (r.camera, r.seq)).collect()
-    })
 }

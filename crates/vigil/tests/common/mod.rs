@@ -173,3 +173,50 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
+
+/// Waits (bounded) until every frame in `acked` (camera, seq) is in the
+/// archive of data dir `data_dir` (frames the broker took but ingest died
+/// before logging may be archived too, so a count would not do).
+pub fn wait_archived(data_dir: &Path, acked: &std::collections::BTreeSet<(String, u64)>, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let archived = archived_seqs(data_dir);
+        if acked.iter().all(|k| archived.contains(k)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The exactly-once verdict on a stopped archive: `vigil check` finds no
+/// missing or duplicate frame and no byte without its index entry or the
+/// reverse, and every frame in `acked` (camera, seq) is archived.
+pub fn assert_archive_exact(data_dir: &Path, acked: &std::collections::BTreeSet<(String, u64)>) {
+    let adir = data_dir.to_str().unwrap();
+    let (code, out, err) = vigil(&["check", "--json", "--data-dir", adir]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("check output: {out} {err}"));
+    let mut totals = std::collections::BTreeMap::new();
+    for c in report.as_array().unwrap() {
+        for k in ["frames", "missing", "duplicates", "without_data", "without_index_bytes"] {
+            *totals.entry(k).or_insert(0) += c[k].as_u64().unwrap();
+        }
+    }
+    eprintln!("check totals: {totals:?}");
+    for k in ["missing", "duplicates", "without_data", "without_index_bytes"] {
+        assert_eq!(totals[k], 0, "{k}: {out}");
+    }
+    assert_eq!(code, 0, "{err}");
+    let archived = archived_seqs(data_dir);
+    let lost: Vec<_> = acked.iter().filter(|k| !archived.contains(*k)).collect();
+    assert!(lost.is_empty(), "{} acknowledged frames not archived, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+}
+
+/// (camera, seq) of every archived frame, read from the index.
+pub fn archived_seqs(data_dir: &Path) -> std::collections::BTreeSet<(String, u64)> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cfg = archive::ArchiveConfig::new(data_dir);
+        let index = archive::open_index(&cfg.dir).await.unwrap();
+        index.frames(None).await.unwrap().into_iter().map(|r| (r.camera, r.seq)).collect()
+    })
+}
