@@ -9,7 +9,6 @@
 use crate::Error;
 use crate::index::{FrameRow, Index};
 use crate::mp4::{self, VideoCodec};
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -58,21 +57,27 @@ pub async fn export(
     .map_err(|e| Error::Other(e.to_string()))?
 }
 
-/// Reads frames' bytes from their segments, checking each CRC.
-struct Frames<'a> {
-    dir: &'a Path,
-    open: HashMap<String, File>,
+/// Reads frames' bytes from their segments, checking each CRC. Frames are
+/// read in order, so only the current segment file is kept open: a long
+/// read holds one descriptor, not one per segment.
+pub(crate) struct Frames {
+    dir: PathBuf,
+    open: Option<(String, File)>,
     buf: Vec<u8>,
 }
 
-impl Frames<'_> {
-    fn read(&mut self, r: &FrameRow) -> Result<&[u8], Error> {
+impl Frames {
+    pub(crate) fn new(dir: &Path) -> Self {
+        Frames { dir: dir.to_path_buf(), open: None, buf: Vec::new() }
+    }
+
+    pub(crate) fn read(&mut self, r: &FrameRow) -> Result<&[u8], Error> {
         let path = self.dir.join(&r.file);
         let io = |e| Error::Io { path: path.clone(), source: e };
-        if !self.open.contains_key(&r.file) {
-            self.open.insert(r.file.clone(), File::open(&path).map_err(io)?);
-        }
-        let f = self.open.get_mut(&r.file).expect("just opened");
+        let f = match &mut self.open {
+            Some((file, f)) if *file == r.file => f,
+            open => &mut open.insert((r.file.clone(), File::open(&path).map_err(io)?)).1,
+        };
         self.buf.resize(r.len as usize, 0);
         f.seek(SeekFrom::Start(r.offset)).and_then(|_| f.read_exact(&mut self.buf)).map_err(io)?;
         if crc32fast::hash(&self.buf) != r.crc {
@@ -114,7 +119,7 @@ fn write_mjpeg(
     let tmp = partial(out);
     let io = |e| Error::Io { path: tmp.clone(), source: e };
     let mut w = BufWriter::new(File::create(&tmp).map_err(io)?);
-    let mut frames = Frames { dir, open: HashMap::new(), buf: Vec::new() };
+    let mut frames = Frames::new(dir);
     let mut bytes = 0;
     for (i, r) in rows.iter().enumerate() {
         let data = frames.read(r)?;
@@ -140,7 +145,7 @@ fn write_mp4(
     w.write_all(&ftyp).map_err(io)?;
     w.write_all(&mp4::mdat_header(0)).map_err(io)?; // sized once known
     let mut pos = (ftyp.len() + 16) as u64;
-    let mut frames = Frames { dir, open: HashMap::new(), buf: Vec::new() };
+    let mut frames = Frames::new(dir);
     let mut entry = None; // from the first complete set of parameter sets
     let mut samples = Vec::with_capacity(rows.len());
     let mut sample = Vec::new();
@@ -168,31 +173,25 @@ fn write_mp4(
     Ok(summary(rows, mdat_len, "mp4"))
 }
 
-/// How long frame `i` is shown, in 90 kHz ticks: from the camera's own
-/// timestamps (a steady media timeline), or from the capture clock where
-/// those jump (a source restart), so one bad gap never breaks the file.
+/// How long frame `i` is shown, in 90 kHz ticks (`mp4::delta_90k`: the
+/// camera's clock, or the capture clock where that jumps).
 fn sample_duration(rows: &[FrameRow], i: usize) -> u32 {
-    let delta = |a: &FrameRow, b: &FrameRow| {
-        let pts = b.pts_90k - a.pts_90k;
-        if pts > 0 && pts < 90_000 * 60 { pts } else { ((b.capture_us - a.capture_us) * 9 / 100).clamp(1, 90_000 * 60) }
-    };
-    let d = match (rows.get(i), rows.get(i + 1)) {
-        (Some(a), Some(b)) => delta(a, b),
-        _ if i > 0 => delta(&rows[i - 1], &rows[i]),
+    match (rows.get(i), rows.get(i + 1)) {
+        (Some(a), Some(b)) => mp4::delta_90k(a.stamp(), b.stamp()),
+        _ if i > 0 => mp4::delta_90k(rows[i - 1].stamp(), rows[i].stamp()),
         _ => 3600, // a single frame: 40 ms
-    };
-    d as u32
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::writer::{SegmentLimits, Writer};
     use media::{Codec, Frame, FrameMeta};
     use std::process::Command;
 
     /// Runs ffmpeg or ffprobe: (succeeded with nothing on stderr, stdout + stderr).
-    fn ff(args: &[&str]) -> (bool, String) {
+    pub(crate) fn ff(args: &[&str]) -> (bool, String) {
         let out = Command::new(args[0]).args(&args[1..]).output().expect("ffmpeg/ffprobe installed (scripts/setup)");
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.success() && out.stderr.is_empty(), text)
@@ -321,6 +320,32 @@ mod tests {
         assert_eq!((part.frames, part.first_us, part.last_us), (16, 1_000_000, 2_500_000));
         let (ok, out) = ff(&["ffmpeg", "-v", "error", "-i", slice.to_str().unwrap(), "-f", "null", "-"]);
         assert!(ok, "{out}");
+
+        // Playback takes H.265 the same way: a fragmented MP4 (hvc1) of
+        // the same pictures.
+        let mut rec = crate::playback::recording(&d, &index, "c", 0, i64::MAX).await.unwrap();
+        let mut fragmented = vec![];
+        while let Some(piece) = rec.next().await {
+            fragmented.extend(piece.unwrap());
+        }
+        let init = crate::playback::init_segment(&d, &index, "c", 0).await.unwrap();
+        assert!(fragmented.starts_with(&init));
+        let fmp4 = d.join("c-fragmented.mp4");
+        std::fs::write(&fmp4, fragmented).unwrap();
+        let path = fmp4.to_str().unwrap();
+        let (ok, out) = ff(&[
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_tag_string,nb_read_frames",
+            "-of",
+            "csv=p=0",
+            path,
+        ]);
+        assert!(ok && out.trim() == "hvc1,30", "{out}");
+        assert_eq!(md5(path), source);
 
         for (camera, error) in [("bad", "H.265 SPS is malformed"), ("none", "no VPS/SPS/PPS")] {
             let out = d.join(format!("{camera}.mp4"));

@@ -26,6 +26,24 @@ pub struct FrameRow {
     pub crc: u32,
 }
 
+impl FrameRow {
+    /// The frame's clocks, from which playback derives durations.
+    pub fn stamp(&self) -> crate::mp4::Stamp {
+        crate::mp4::Stamp { capture_us: self.capture_us, pts_90k: self.pts_90k }
+    }
+}
+
+/// A camera's recording in the index, for listing cameras.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CameraSummary {
+    pub camera: String,
+    /// The codec of its newest frame (`h264`, `h265`, `mjpeg`).
+    pub codec: String,
+    pub first_us: i64,
+    pub last_us: i64,
+    pub frames: u64,
+}
+
 /// A segment with the capture times it covers, for retention.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SegmentInfo {
@@ -281,6 +299,113 @@ impl Index {
                      (SELECT max(capture_us) FROM frame WHERE camera = ?1 AND key = 1 AND capture_us <= ?2), ?2)
                    ORDER BY seq";
         self.read_frames(sql, params![camera, from_us, to_us]).await
+    }
+
+    /// Every camera with frames: codec, first and last capture time, frame
+    /// count. Cameras are found by seeking the time index from one to the
+    /// next, and times by its ends; only the count reads a camera's entries.
+    pub async fn cameras(&self) -> Result<Vec<CameraSummary>, Error> {
+        let sql = "WITH RECURSIVE cams(camera) AS (
+                     SELECT min(camera) FROM frame
+                     UNION ALL SELECT (SELECT min(camera) FROM frame WHERE camera > cams.camera)
+                     FROM cams WHERE camera IS NOT NULL)
+                   SELECT camera,
+                     (SELECT min(capture_us) FROM frame f WHERE f.camera = cams.camera),
+                     (SELECT max(capture_us) FROM frame f WHERE f.camera = cams.camera),
+                     (SELECT count(*) FROM frame f WHERE f.camera = cams.camera),
+                     (SELECT codec FROM frame f WHERE f.camera = cams.camera ORDER BY seq DESC LIMIT 1)
+                   FROM cams WHERE camera IS NOT NULL";
+        let e = |err| Error::index("read cameras", err);
+        let mut rows = self.conn.query(sql, ()).await.map_err(e)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().await.map_err(e)? {
+            out.push(CameraSummary {
+                camera: text(&r, 0)?,
+                first_us: int(&r, 1)?,
+                last_us: int(&r, 2)?,
+                frames: int(&r, 3)? as u64,
+                codec: text(&r, 4)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The stretches of `camera` recorded in [from_us, to_us] as (first,
+    /// last) capture times: consecutive frames at most `max_gap_us` apart.
+    /// One pass over the time index, keeping only the edges: 0.2 s for
+    /// 500 000 frames, where LAG/LEAD in SQLite took 1.0 to 1.3 s.
+    pub async fn recorded_ranges(
+        &self,
+        camera: &str,
+        from_us: i64,
+        to_us: i64,
+        max_gap_us: i64,
+    ) -> Result<Vec<(i64, i64)>, Error> {
+        let sql = "SELECT capture_us FROM frame WHERE camera = ?1 AND capture_us BETWEEN ?2 AND ?3
+                   ORDER BY capture_us";
+        let e = |err| Error::index("read recorded ranges", err);
+        let mut rows = self.conn.query(sql, params![camera, from_us, to_us]).await.map_err(e)?;
+        let mut out: Vec<(i64, i64)> = Vec::new();
+        while let Some(r) = rows.next().await.map_err(e)? {
+            let at = int(&r, 0)?;
+            match out.last_mut() {
+                Some((_, last)) if at.saturating_sub(*last) <= max_gap_us => *last = at,
+                _ => out.push((at, at)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The seqs of `camera` to play [from_us, to_us] from: the first frame
+    /// at or after `from_us` if it is a key frame (so a start in a gap
+    /// begins after the gap), else the last key frame before it (the
+    /// decoder needs its GOP); up to the last frame at or before `to_us`.
+    /// `None` if no frame was captured in the range.
+    pub async fn seq_span(&self, camera: &str, from_us: i64, to_us: i64) -> Result<Option<(u64, u64)>, Error> {
+        let after = "SELECT seq, key, capture_us FROM frame WHERE camera = ?1 AND capture_us >= ?2
+                     ORDER BY capture_us LIMIT 1";
+        let Some((first, key, at)) = self.one(after, params![camera, from_us]).await? else {
+            return Ok(None);
+        };
+        if at > to_us {
+            return Ok(None);
+        }
+        let mut start = first;
+        if key == 0 {
+            let key_before = "SELECT seq, key, capture_us FROM frame WHERE camera = ?1 AND key = 1 AND capture_us <= ?2
+                              ORDER BY capture_us DESC LIMIT 1";
+            if let Some((seq, ..)) = self.one(key_before, params![camera, from_us]).await? {
+                start = seq;
+            }
+        }
+        let last = "SELECT seq, key, capture_us FROM frame WHERE camera = ?1 AND capture_us <= ?2
+                    ORDER BY capture_us DESC LIMIT 1";
+        let end = self.one(last, params![camera, to_us]).await?.map_or(first, |(seq, ..)| seq);
+        Ok(Some((start as u64, end.max(first) as u64)))
+    }
+
+    async fn one(&self, sql: &str, params: impl libsql::params::IntoParams) -> Result<Option<(i64, i64, i64)>, Error> {
+        let e = |err| Error::index("look up frame", err);
+        let mut rows = self.conn.query(sql, params).await.map_err(e)?;
+        match rows.next().await.map_err(e)? {
+            Some(r) => Ok(Some((int(&r, 0)?, int(&r, 1)?, int(&r, 2)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` frames of `camera` with seq in [from_seq, to_seq], in
+    /// seq order: a page of a long range, read with bounded memory.
+    pub async fn frames_by_seq(
+        &self,
+        camera: &str,
+        from_seq: u64,
+        to_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<FrameRow>, Error> {
+        let sql = "SELECT camera, seq, file, offset, len, capture_us, pts_90k, key, discontinuity, codec, crc
+                   FROM frame WHERE camera = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq LIMIT ?4";
+        let (from, to) = (from_seq.min(i64::MAX as u64) as i64, to_seq.min(i64::MAX as u64) as i64);
+        self.read_frames(sql, params![camera, from, to, limit.min(i64::MAX as usize) as i64]).await
     }
 
     async fn read_frames(&self, sql: &str, params: impl libsql::params::IntoParams) -> Result<Vec<FrameRow>, Error> {

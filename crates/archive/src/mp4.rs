@@ -3,6 +3,10 @@
 //! `moov` box that describes them. The caller streams `mdat` to disk and
 //! appends `moov` last, so an export of any length needs memory only for the
 //! sample tables.
+//!
+//! The box helpers, the sample entry, the track description (`movie`) and
+//! the frame timing (`delta_90k`) are shared with `fmp4`, the fragmented
+//! writer for the browser and HLS.
 
 mod hevc;
 
@@ -13,6 +17,32 @@ use crate::Error;
 pub enum VideoCodec {
     H264,
     H265,
+}
+
+/// A frame's two clocks: when ingest captured it, and the camera's own
+/// presentation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub capture_us: i64,
+    pub pts_90k: i64,
+}
+
+/// The longest a frame is shown (one minute), whatever its clocks say.
+pub const MAX_DELTA_90K: i64 = 90_000 * 60;
+
+/// Ticks (90 kHz) from frame `a` to the frame after it, `b`: from the
+/// camera's own timestamps where they move forward by less than a minute (a
+/// steady media timeline), else from the capture clock (a source restart
+/// resets the camera's clock), kept within [1 tick, 1 minute] so that one bad
+/// jump never breaks a file.
+pub fn delta_90k(a: Stamp, b: Stamp) -> u32 {
+    let pts = b.pts_90k.saturating_sub(a.pts_90k);
+    let d = if pts > 0 && pts < MAX_DELTA_90K {
+        pts
+    } else {
+        (b.capture_us.saturating_sub(a.capture_us) / 100).saturating_mul(9).clamp(1, MAX_DELTA_90K)
+    };
+    d as u32
 }
 
 /// One sample as the tables need it.
@@ -95,6 +125,7 @@ pub fn to_sample<'a>(codec: VideoCodec, au: &'a [u8], out: &mut Vec<u8>) -> Para
 /// A track's sample entry (an `avc1` or `hvc1` box) and the picture size
 /// it declares.
 pub struct SampleEntry {
+    pub codec: VideoCodec,
     pub width: u32,
     pub height: u32,
     entry: Vec<u8>,
@@ -143,7 +174,7 @@ pub fn sample_entry(codec: VideoCodec, ps: &ParamSets) -> Result<SampleEntry, Er
     e.extend_from_slice(&[0; 32]); // compressor name
     e.extend_from_slice(&[0, 0x18, 0xff, 0xff]); // depth, no colour table
     e.extend(config);
-    Ok(SampleEntry { width, height, entry: bx(kind, &e) })
+    Ok(SampleEntry { codec, width, height, entry: bx(kind, &e) })
 }
 
 /// The payload of a NAL unit (after its header) without emulation
@@ -259,7 +290,7 @@ impl<'a> Bits<'a> {
     }
 }
 
-fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+pub(crate) fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(body.len() + 8);
     b.extend_from_slice(&((body.len() + 8) as u32).to_be_bytes());
     b.extend_from_slice(kind);
@@ -267,7 +298,7 @@ fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
     b
 }
 
-fn full(kind: &[u8; 4], version: u8, flags: u32, body: &[u8]) -> Vec<u8> {
+pub(crate) fn full(kind: &[u8; 4], version: u8, flags: u32, body: &[u8]) -> Vec<u8> {
     let mut v = vec![version, (flags >> 16) as u8, (flags >> 8) as u8, flags as u8];
     v.extend_from_slice(body);
     bx(kind, &v)
@@ -294,37 +325,6 @@ const MATRIX: [u32; 9] = [0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x4000_0000];
 /// The `moov` box for one video track.
 pub fn moov(samples: &[SampleInfo], entry: &SampleEntry) -> Vec<u8> {
     let dur_90k: u64 = samples.iter().map(|s| s.duration_90k as u64).sum();
-    let dur_ms = dur_90k / 90;
-    let be32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_be_bytes());
-    let mut mvhd = vec![];
-    for x in [0, 0, 1000, dur_ms as u32, 0x10000] {
-        be32(&mut mvhd, x);
-    }
-    mvhd.extend_from_slice(&[1, 0, 0, 0]); // volume 1.0 + reserved
-    mvhd.extend_from_slice(&[0; 8]);
-    MATRIX.iter().for_each(|&m| be32(&mut mvhd, m));
-    mvhd.extend_from_slice(&[0; 24]);
-    be32(&mut mvhd, 2); // next track id
-
-    let mut tkhd = vec![];
-    for x in [0, 0, 1, 0, dur_ms as u32, 0, 0, 0, 0] {
-        be32(&mut tkhd, x); // times, track 1, reserved, duration, reserved, layer/group, volume/reserved
-    }
-    MATRIX.iter().for_each(|&m| be32(&mut tkhd, m));
-    be32(&mut tkhd, entry.width << 16);
-    be32(&mut tkhd, entry.height << 16);
-
-    let mut mdhd = vec![];
-    for x in [0, 0, 90_000, dur_90k as u32] {
-        be32(&mut mdhd, x);
-    }
-    mdhd.extend_from_slice(&[0x55, 0xc4, 0, 0]); // language "und"
-    let hdlr = [&[0u8; 4][..], b"vide", &[0; 12], b"vigil video\0"].concat();
-
-    let mut stsd = vec![];
-    be32(&mut stsd, 1);
-    stsd.extend_from_slice(&entry.entry);
-
     let mut stts = vec![];
     let mut runs: Vec<(u32, u32)> = vec![];
     for s in samples {
@@ -354,8 +354,7 @@ pub fn moov(samples: &[SampleInfo], entry: &SampleEntry) -> Vec<u8> {
     be32(&mut co64, samples.len() as u32);
     samples.iter().for_each(|s| co64.extend_from_slice(&s.offset.to_be_bytes()));
 
-    let stbl = [
-        full(b"stsd", 0, 0, &stsd),
+    let tables = [
         full(b"stts", 0, 0, &stts),
         full(b"stss", 0, 0, &stss),
         full(b"stsc", 0, 0, &stsc),
@@ -363,11 +362,54 @@ pub fn moov(samples: &[SampleInfo], entry: &SampleEntry) -> Vec<u8> {
         full(b"co64", 0, 0, &co64),
     ]
     .concat();
+    movie(entry, dur_90k, &tables, &[])
+}
+
+fn be32(v: &mut Vec<u8>, x: u32) {
+    v.extend_from_slice(&x.to_be_bytes());
+}
+
+/// A `moov` box with one video track (id 1, 90 kHz) of `dur_90k` ticks:
+/// `tables` are the sample tables after `stsd`, `extra` follows the track
+/// (`mvex` for a fragmented file).
+pub(crate) fn movie(entry: &SampleEntry, dur_90k: u64, tables: &[u8], extra: &[u8]) -> Vec<u8> {
+    // 32-bit durations: a longer export says "unknown" rather than a wrong value.
+    let dur_ms = u32::try_from(dur_90k / 90).unwrap_or(u32::MAX);
+    let mut mvhd = vec![];
+    for x in [0, 0, 1000, dur_ms, 0x10000] {
+        be32(&mut mvhd, x);
+    }
+    mvhd.extend_from_slice(&[1, 0, 0, 0]); // volume 1.0 + reserved
+    mvhd.extend_from_slice(&[0; 8]);
+    MATRIX.iter().for_each(|&m| be32(&mut mvhd, m));
+    mvhd.extend_from_slice(&[0; 24]);
+    be32(&mut mvhd, 2); // next track id
+
+    let mut tkhd = vec![];
+    for x in [0, 0, 1, 0, dur_ms, 0, 0, 0, 0] {
+        be32(&mut tkhd, x); // times, track 1, reserved, duration, reserved, layer/group, volume/reserved
+    }
+    MATRIX.iter().for_each(|&m| be32(&mut tkhd, m));
+    be32(&mut tkhd, entry.width << 16);
+    be32(&mut tkhd, entry.height << 16);
+
+    let mut mdhd = vec![];
+    for x in [0, 0, 90_000, u32::try_from(dur_90k).unwrap_or(u32::MAX)] {
+        be32(&mut mdhd, x);
+    }
+    mdhd.extend_from_slice(&[0x55, 0xc4, 0, 0]); // language "und"
+    let hdlr = [&[0u8; 4][..], b"vide", &[0; 12], b"vigil video\0"].concat();
+
+    let mut stsd = vec![];
+    be32(&mut stsd, 1);
+    stsd.extend_from_slice(&entry.entry);
+
+    let stbl = [&full(b"stsd", 0, 0, &stsd)[..], tables].concat();
     let dref = full(b"dref", 0, 0, &[&1u32.to_be_bytes()[..], &full(b"url ", 0, 1, &[])].concat());
     let minf = [full(b"vmhd", 0, 1, &[0; 8]), bx(b"dinf", &dref), bx(b"stbl", &stbl)].concat();
     let mdia = [full(b"mdhd", 0, 0, &mdhd), full(b"hdlr", 0, 0, &hdlr), bx(b"minf", &minf)].concat();
     let trak = [full(b"tkhd", 0, 3, &tkhd), bx(b"mdia", &mdia)].concat();
-    bx(b"moov", &[full(b"mvhd", 0, 0, &mvhd), bx(b"trak", &trak)].concat())
+    bx(b"moov", &[&full(b"mvhd", 0, 0, &mvhd)[..], &bx(b"trak", &trak), extra].concat())
 }
 
 #[cfg(test)]

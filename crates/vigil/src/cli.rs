@@ -82,6 +82,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The web app: live video, timeline and playback, export, HLS, topics,
+    /// status; a JSON API (docs/api.md). Login required.
+    Serve(ServeArgs),
+    /// Manage the web app's users (the users file, see `[web] users_file`).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Benchmarks, each against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -96,12 +104,43 @@ pub struct UpArgs {
     pub demo_cameras: usize,
     #[command(flatten)]
     pub cameras: CameraArgs,
-    /// Web address (UI, API, /metrics) [default: 127.0.0.1:8080].
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub web: ServeArgs,
     /// Address of the embedded broker [default: 127.0.0.1:9092].
     #[arg(long, value_name = "ADDR")]
     pub broker_listen: Option<SocketAddr>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Web address (UI, API, /metrics) [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// No login: every visitor is an admin. Only for a demo on your own
+    /// machine; never on a network.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a user (the password is read from stdin, or asked for).
+    Add {
+        name: String,
+        /// admin (everything) or viewer (the cameras given).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// Cameras a viewer may watch, comma separated, or `*` for all.
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        cameras: Vec<String>,
+        /// Replace the user if it exists (e.g. a new password).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove a user; their sessions end at their next request.
+    Remove { name: String },
+    /// List users, roles and cameras.
+    List,
 }
 
 #[derive(Args, Debug)]

@@ -34,6 +34,8 @@ pub struct File {
     #[serde(default)]
     pub archive: ArchiveSection,
     #[serde(default)]
+    pub web: WebSection,
+    #[serde(default)]
     pub cameras: Vec<CameraEntry>,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicOverride>,
@@ -56,6 +58,17 @@ pub struct MetricsSection {
 #[serde(deny_unknown_fields)]
 pub struct IngestSection {
     pub buffer_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    pub listen: Option<SocketAddr>,
+    /// Users and password hashes [default: <data dir>/users.toml].
+    pub users_file: Option<PathBuf>,
+    /// PEM files: serve HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +113,15 @@ pub struct Settings {
     pub buffer_bytes: usize,
     pub cameras: Vec<CameraSpec>,
     pub archive: archive::ArchiveConfig,
+    pub web: Web,
+}
+
+/// The web app's settings (`[web]`).
+#[derive(Debug, Clone)]
+pub struct Web {
+    pub listen: SocketAddr,
+    pub users_file: PathBuf,
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 pub const DEFAULT_BROKER: &str = "127.0.0.1:9092";
@@ -188,6 +210,17 @@ impl Settings {
         if a.min_free_bytes.is_some() {
             archive.retention.min_free_bytes = a.min_free_bytes.filter(|&b| b > 0);
         }
+        let w = &file.web;
+        let tls = match (&w.tls_cert, &w.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => bail!("web.tls_cert and web.tls_key go together: set both or neither"),
+        };
+        let web = Web {
+            listen: w.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid")),
+            users_file: w.users_file.clone().unwrap_or_else(|| data_dir.join("users.toml")),
+            tls,
+        };
         let mut kafka = KafkaConfig::new(brokers.clone().unwrap_or_default());
         kafka.properties = file.kafka;
         kafka.check_properties().map_err(|e| anyhow!(e))?;
@@ -204,6 +237,7 @@ impl Settings {
             buffer_bytes,
             cameras,
             archive,
+            web,
         })
     }
 

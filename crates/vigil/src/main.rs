@@ -6,8 +6,8 @@ mod bench;
 mod bench_archive;
 mod cli;
 mod config;
-mod status;
 mod topics_cmd;
+mod user_cmd;
 
 use anyhow::{Context, Result};
 use bus::Metrics;
@@ -55,7 +55,16 @@ async fn dispatch(cli: Cli) -> Result<()> {
             if let Some(l) = a.broker_listen {
                 s.broker_listen = l;
             }
-            up(s, a.listen.unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid"))).await
+            up(s, a.web).await
+        }
+        Command::Serve(a) => {
+            let mut s = Settings::load(g, &Default::default())?;
+            s.resolve_brokers();
+            run_serve(s, a).await
+        }
+        Command::User { command } => {
+            let s = Settings::load(g, &Default::default())?;
+            user_cmd::run(&s.web.users_file, command)
         }
         Command::Broker { listen } => {
             let mut s = Settings::load(g, &Default::default())?;
@@ -150,19 +159,23 @@ async fn serve_metrics(m: &Metrics, addr: Option<SocketAddr>) -> Result<Option<t
     }
 }
 
-async fn up(mut s: Settings, web: SocketAddr) -> Result<()> {
+async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
     let embedded = match s.brokers {
         None => Some(start_embedded(&mut s).await?),
         Some(_) => None,
     };
     prepare_bus(&s).await?;
     let metrics = Metrics::default();
-    let page = status::router(
-        s.kafka.clone(),
-        s.plan.clone(),
-        s.cameras.iter().map(|c| (c.id.clone(), describe(&c.main))).collect(),
-    );
-    let _web = metrics.clone().serve_with(web, page).await.with_context(|| format!("cannot serve on {web}"))?;
+    // Every role in this process stops on the same signal: cameras first,
+    // then the archive, which flushes what it holds.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let web_cfg = web_config(&s, &web);
+    let first_password = if web.insecure_no_auth { None } else { user_cmd::first_admin(&web_cfg.users_file)? };
+    let web_task =
+        web::start(web_cfg.clone(), s.kafka.clone(), s.plan.clone(), metrics.clone(), stopped(stop_rx.clone())).await?;
     println!("vigil is up");
     match &embedded {
         Some(b) => println!("  broker   {} (embedded, data in {})", b.addr(), s.data_dir.join("broker.db").display()),
@@ -178,15 +191,15 @@ async fn up(mut s: Settings, web: SocketAddr) -> Result<()> {
         );
     }
     println!("  archive  {}", s.archive.dir.display());
-    println!("  metrics  http://{web}/metrics");
+    println!("  metrics  {}metrics", web::url(&web_cfg));
     println!("  topics   vigil topics --data-dir {}", s.data_dir.display());
-    println!("open http://{web}/  (Ctrl-C stops)");
-    // Every role in this process stops on the same signal: cameras first,
-    // then the archive, which flushes what it holds.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    match &first_password {
+        Some(p) => println!(
+            "  login    admin / {p}  (first run: change it with `vigil user add admin --role admin --replace`)"
+        ),
+        None => print_login_hint(&web_cfg),
+    }
+    println!("open {}  (Ctrl-C stops)", web::url(&web_cfg));
     let archive = tokio::spawn(archive_role(&s, metrics.clone(), stopped(stop_rx.clone())));
     let ingest = ingest::run(ingest_config(&s, None), s.kafka.clone(), s.plan.clone(), metrics, stopped(stop_rx));
     let signal = async {
@@ -196,7 +209,45 @@ async fn up(mut s: Settings, web: SocketAddr) -> Result<()> {
     let (ingested, _) = tokio::join!(ingest, signal);
     ingested?;
     archive.await??;
+    web_task.await??;
     drop(embedded);
+    Ok(())
+}
+
+fn web_config(s: &Settings, a: &cli::ServeArgs) -> web::WebConfig {
+    web::WebConfig {
+        listen: a.listen.unwrap_or(s.web.listen),
+        archive_dir: s.archive.dir.clone(),
+        users_file: s.web.users_file.clone(),
+        insecure_no_auth: a.insecure_no_auth,
+        tls: s.web.tls.clone(),
+        cameras: s
+            .cameras
+            .iter()
+            .map(|c| web::CameraInfo { id: c.id.clone(), source: describe(&c.main), sub: c.sub.is_some() })
+            .collect(),
+    }
+}
+
+fn print_login_hint(cfg: &web::WebConfig) {
+    if cfg.insecure_no_auth {
+        println!("  WARNING  --insecure-no-auth: no login, every visitor is an admin. Local demos only.");
+    } else if !cfg.users_file.exists() {
+        println!(
+            "  login    no users yet: vigil user add NAME --role admin --data-dir ... (users file {})",
+            cfg.users_file.display()
+        );
+    }
+}
+
+async fn run_serve(s: Settings, a: cli::ServeArgs) -> Result<()> {
+    prepare_bus(&s).await?;
+    let metrics = Metrics::default();
+    let cfg = web_config(&s, &a);
+    let task = web::start(cfg.clone(), s.kafka.clone(), s.plan.clone(), metrics, shutdown_signal()).await?;
+    print_login_hint(&cfg);
+    println!("vigil serve: open {}", web::url(&cfg));
+    task.await??;
     Ok(())
 }
 

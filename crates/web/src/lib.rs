@@ -1,0 +1,153 @@
+//! The user's laptop: `vigil serve` (also part of `vigil up`).
+//!
+//! - `auth`: users, passwords (argon2), sessions and API tokens, roles;
+//! - `live`: one Kafka consumer per watched camera, fanned out to viewers;
+//! - `socket`: the live WebSocket protocol (fMP4 for MSE, samples for
+//!   WebCodecs, JPEG for MJPEG cameras);
+//! - `api`: the JSON API the web app uses (docs/api.md);
+//! - `assets`: the web app itself, embedded in the binary.
+
+mod api;
+mod assets;
+pub mod auth;
+pub mod live;
+mod playback;
+mod socket;
+mod tls;
+
+use axum::extract::FromRef;
+use bus::metrics::Metrics;
+use bus::{KafkaConfig, TopicSpec};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot serve on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Archive(#[from] archive::Error),
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A camera as the web app knows it before any frame arrives.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CameraInfo {
+    pub id: String,
+    /// Where it comes from, in words (never credentials).
+    pub source: String,
+    /// Whether it has a sub stream on `vigil.live` (used for live view).
+    pub sub: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct WebConfig {
+    pub listen: SocketAddr,
+    pub archive_dir: PathBuf,
+    pub users_file: PathBuf,
+    /// Every request is an admin: for local demos only.
+    pub insecure_no_auth: bool,
+    /// PEM certificate chain and private key: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub cameras: Vec<CameraInfo>,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct App {
+    pub auth: Arc<auth::Auth>,
+    pub hub: Arc<live::Hub>,
+    pub index: Arc<archive::index::Index>,
+    pub archive_dir: PathBuf,
+    pub kafka: KafkaConfig,
+    pub plan: Vec<TopicSpec>,
+    pub cameras: Vec<CameraInfo>,
+    pub latency: Arc<api::LatencyLog>,
+    pub rates: Arc<api::Rates>,
+}
+
+impl FromRef<App> for Arc<auth::Auth> {
+    fn from_ref(app: &App) -> Self {
+        app.auth.clone()
+    }
+}
+
+/// Binds, opens the archive index and starts serving until `shutdown`
+/// resolves; errors a user must fix (port taken, bad TLS files, unreadable
+/// users file) come back here, before anything runs.
+pub async fn start(
+    cfg: WebConfig,
+    kafka: KafkaConfig,
+    plan: Vec<TopicSpec>,
+    metrics: Metrics,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<Result<(), Error>>, Error> {
+    let auth = if cfg.insecure_no_auth {
+        tracing::warn!("*** --insecure-no-auth: anyone who can reach {} sees every camera ***", cfg.listen);
+        auth::Auth::disabled()
+    } else {
+        auth::Auth::new(&cfg.users_file, auth::AuthOptions { secure_cookie: cfg.tls.is_some(), ..Default::default() })
+            .map_err(|e| Error::Other(e.to_string()))?
+    };
+    let find = |name| plan.iter().find(|t| t.name == name).cloned().expect("topic in plan");
+    let (frames, live) = (find(bus::topics::FRAMES), find(bus::topics::LIVE));
+    let partitions = {
+        let k = kafka.clone();
+        let names = vec![frames.name.to_string(), live.name.to_string()];
+        let counts = tokio::task::spawn_blocking(move || k.partition_counts(&names))
+            .await
+            .map_err(|e| Error::Other(e.to_string()))??;
+        [frames.name, live.name].into_iter().filter_map(|t| counts.get(t).map(|&n| (t, n))).collect()
+    };
+    let index = archive::open_index(&cfg.archive_dir).await?;
+    // Cameras recorded but not configured here (another host's ingest)
+    // can still be played back.
+    let mut cameras = cfg.cameras.clone();
+    for c in index.cameras().await? {
+        if !cameras.iter().any(|k| k.id == c.camera) {
+            cameras.push(CameraInfo { id: c.camera, source: "recorded".into(), sub: false });
+        }
+    }
+    let app = App {
+        auth: Arc::new(auth),
+        hub: live::Hub::new(kafka.clone(), frames, live, partitions, metrics.clone()),
+        index: Arc::new(index),
+        archive_dir: cfg.archive_dir.clone(),
+        kafka,
+        plan,
+        cameras,
+        latency: Default::default(),
+        rates: Default::default(),
+    };
+    let router = metrics.router().merge(api::routes(app)).merge(assets::routes());
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| Error::Listen { addr: cfg.listen, source: e })?;
+    let tls = match &cfg.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let addr = cfg.listen;
+    Ok(tokio::spawn(async move {
+        match tls {
+            None => axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(|e| Error::Listen { addr, source: e }),
+            Some(acceptor) => {
+                tls::serve(listener, router, acceptor, shutdown).await;
+                Ok(())
+            }
+        }
+    }))
+}
+
+/// The URL a user opens.
+pub fn url(cfg: &WebConfig) -> String {
+    format!("{}://{}/", if cfg.tls.is_some() { "https" } else { "http" }, cfg.listen)
+}

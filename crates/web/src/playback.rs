@@ -1,0 +1,103 @@
+//! Recorded video over HTTP: a progressive fragmented MP4 for the web
+//! app's player (`recording.mp4`), and HLS (`hls.m3u8`, `hls/init.mp4`,
+//! `hls/segment.m4s`) for VLC and phones.
+
+use crate::App;
+use crate::api::{ApiError, Range, camera};
+use crate::auth::User;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// HLS segments aim at this length (they start at key frames).
+const HLS_TARGET_SECS: f64 = 4.0;
+
+/// The archive's "nothing there" and "not this codec" are the user's
+/// problem (4xx); anything else is ours.
+fn archive_error(e: archive::Error) -> ApiError {
+    match e {
+        archive::Error::Other(m) if m.contains("MJPEG") => ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
+        archive::Error::Other(m) if m.contains("no recorded frames") || m.contains("no key frame") => {
+            ApiError::not_found(m)
+        }
+        e => ApiError::internal(e),
+    }
+}
+
+/// The query string for a range, keeping the caller's own parameters out.
+fn range_query(from: i64, to: i64) -> String {
+    format!("from={from}&to={to}")
+}
+
+pub async fn recording(
+    State(app): State<App>,
+    user: User,
+    Path(id): Path<String>,
+    Query(q): Query<Range>,
+) -> Result<Response, ApiError> {
+    camera(&app, &user, &id)?;
+    let (from, to) = q.resolve()?;
+    let rec = archive::playback::recording(&app.archive_dir, app.index.clone(), &id, from, to)
+        .await
+        .map_err(archive_error)?;
+    // One GOP at a time: memory stays bounded however long the range.
+    let body = futures::stream::unfold(rec, |mut rec| async move {
+        match rec.next().await? {
+            Ok(bytes) => Some((Ok::<_, archive::Error>(bytes), rec)),
+            Err(e) => {
+                tracing::warn!(error = %e, "recording stopped early");
+                Some((Err(e), rec))
+            }
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, "video/mp4")], axum::body::Body::from_stream(body)).into_response())
+}
+
+pub async fn hls_playlist(
+    State(app): State<App>,
+    user: User,
+    Path(id): Path<String>,
+    Query(q): Query<Range>,
+) -> Result<Response, ApiError> {
+    camera(&app, &user, &id)?;
+    let (from, to) = q.resolve()?;
+    // Relative URIs: they resolve against the playlist's own URL, so the
+    // same playlist works behind any host name or proxy path.
+    let init = format!("hls/init.mp4?at={from}");
+    let p = archive::playback::hls_playlist(&app.index, &id, from, to, HLS_TARGET_SECS, &init, |a, b| {
+        format!("hls/segment.m4s?{}", range_query(a, b))
+    })
+    .await
+    .map_err(archive_error)?;
+    Ok(([(header::CONTENT_TYPE, "application/vnd.apple.mpegurl")], p.text).into_response())
+}
+
+#[derive(serde::Deserialize)]
+pub struct At {
+    at: Option<i64>,
+}
+
+pub async fn hls_init(
+    State(app): State<App>,
+    user: User,
+    Path(id): Path<String>,
+    Query(q): Query<At>,
+) -> Result<Response, ApiError> {
+    camera(&app, &user, &id)?;
+    let at = q.at.unwrap_or_else(bus::now_us);
+    let bytes = archive::playback::init_segment(&app.archive_dir, &app.index, &id, at).await.map_err(archive_error)?;
+    Ok(([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response())
+}
+
+pub async fn hls_segment(
+    State(app): State<App>,
+    user: User,
+    Path(id): Path<String>,
+    Query(q): Query<Range>,
+) -> Result<Response, ApiError> {
+    camera(&app, &user, &id)?;
+    let (from, to) = q.resolve()?;
+    let bytes =
+        archive::playback::hls_segment(&app.archive_dir, &app.index, &id, from, to).await.map_err(archive_error)?;
+    Ok(([(header::CONTENT_TYPE, "video/iso.segment")], bytes).into_response())
+}

@@ -1,0 +1,205 @@
+//! The live WebSocket: `GET /api/cameras/{id}/live?mode=mse|webcodecs`.
+//!
+//! First a JSON text message `{"type":"hello", ...}` (codec, MIME type for
+//! Media Source Extensions, codec string for WebCodecs, `base_us`), then
+//! one binary message per frame:
+//!
+//! ```text
+//! kind u8 | flags u8 (bit 0: key frame) | capture_us i64 BE | payload
+//! kind 0: fMP4 init segment   1: fMP4 fragment (one frame)   (mode mse)
+//! kind 2: H.264/H.265 access unit, Annex B                   (mode webcodecs)
+//! kind 3: JPEG                                               (MJPEG cameras)
+//! ```
+//!
+//! Media times are `capture_us - base_us`, so the page maps what it shows
+//! back to the capture time and reports glass-to-glass latency with text
+//! messages `{"type":"latency","ms":[...]}`. A new hello (and init segment)
+//! follows whenever the stream's parameters change.
+
+use crate::App;
+use crate::api::{ApiError, camera};
+use crate::auth::User;
+use crate::live::{Source, Viewer};
+use archive::fmp4;
+use archive::mp4::{self, VideoCodec};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use media::{Codec, Frame};
+use serde::Deserialize;
+use std::time::Duration;
+
+const INIT: u8 = 0;
+const FRAGMENT: u8 = 1;
+const ACCESS_UNIT: u8 = 2;
+const JPEG: u8 = 3;
+
+/// A send slower than this means the viewer cannot keep up: it skips ahead.
+const SLOW_SEND: Duration = Duration::from_millis(500);
+
+#[derive(Deserialize)]
+pub struct LiveQuery {
+    mode: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Mse,
+    WebCodecs,
+}
+
+pub async fn live(
+    State(app): State<App>,
+    user: User,
+    Path(id): Path<String>,
+    Query(q): Query<LiveQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let cam = camera(&app, &user, &id)?;
+    let mode = match q.mode.as_deref() {
+        None | Some("mse") => Mode::Mse,
+        Some("webcodecs") => Mode::WebCodecs,
+        Some(other) => return Err(ApiError::bad(format!("mode {other}: use mse or webcodecs"))),
+    };
+    let source = Source { camera: cam.id.clone(), sub: cam.sub };
+    let viewer = app.hub.watch(&source).map_err(ApiError::internal)?;
+    Ok(ws.on_upgrade(move |socket| run(socket, viewer, mode, app)))
+}
+
+async fn run(mut socket: WebSocket, mut viewer: Viewer, mode: Mode, app: App) {
+    let mut muxer = Muxer::new(mode);
+    loop {
+        tokio::select! {
+            f = viewer.next() => {
+                let Some(f) = f else { return };
+                for msg in muxer.messages(&f) {
+                    match tokio::time::timeout(SLOW_SEND, socket.send(msg)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return, // the viewer left
+                        Err(_) => viewer.skip_to_next_key(),
+                    }
+                }
+            }
+            m = socket.recv() => match m {
+                Some(Ok(Message::Text(t))) => on_text(&app, &t),
+                Some(Ok(_)) => {}
+                _ => return,
+            },
+        }
+    }
+}
+
+fn on_text(app: &App, text: &str) {
+    #[derive(Deserialize)]
+    struct Report {
+        r#type: String,
+        #[serde(default)]
+        ms: Vec<f64>,
+    }
+    if let Ok(r) = serde_json::from_str::<Report>(text)
+        && r.r#type == "latency"
+    {
+        app.latency.add(&r.ms);
+    }
+}
+
+/// Frames → messages for one viewer.
+struct Muxer {
+    mode: Mode,
+    base_us: Option<i64>,
+    /// The parameter sets the current hello/init describe.
+    params: Vec<u8>,
+    sequence: u32,
+    last_us: Option<i64>,
+    sample: Vec<u8>,
+}
+
+impl Muxer {
+    fn new(mode: Mode) -> Self {
+        Muxer { mode, base_us: None, params: Vec::new(), sequence: 0, last_us: None, sample: Vec::new() }
+    }
+
+    fn messages(&mut self, f: &Frame) -> Vec<Message> {
+        let m = &f.meta;
+        let base = *self.base_us.get_or_insert(m.capture_us);
+        let mut out = Vec::new();
+        let codec = match m.codec {
+            Codec::H264 => VideoCodec::H264,
+            Codec::H265 => VideoCodec::H265,
+            Codec::Mjpeg => {
+                if self.sequence == 0 {
+                    out.push(hello("mjpeg", base, None, None, None));
+                }
+                self.sequence += 1;
+                out.push(binary(JPEG, true, m.capture_us, &f.payload));
+                return out;
+            }
+        };
+        self.sample.clear();
+        let ps = mp4::to_sample(codec, &f.payload, &mut self.sample);
+        if m.key && ps.complete(codec) {
+            let params: Vec<u8> = [ps.vps, ps.sps, ps.pps].into_iter().flatten().flatten().copied().collect();
+            if params != self.params {
+                let Ok(entry) = mp4::sample_entry(codec, &ps) else {
+                    tracing::warn!(camera = %m.camera, "live: parameter sets not understood, frame skipped");
+                    return out;
+                };
+                let name = if codec == VideoCodec::H264 { "h264" } else { "h265" };
+                let cs = codec_string(codec, ps.sps.unwrap_or_default());
+                out.push(hello(name, base, Some(&cs), Some(entry.width), Some(entry.height)));
+                if self.mode == Mode::Mse {
+                    out.push(binary(INIT, true, m.capture_us, &fmp4::init_segment(&entry)));
+                }
+                self.params = params;
+            }
+        }
+        if self.params.is_empty() {
+            return out; // nothing decodable before the first key frame
+        }
+        if self.mode == Mode::WebCodecs {
+            out.push(binary(ACCESS_UNIT, m.key, m.capture_us, &f.payload));
+            return out;
+        }
+        // MSE: one fragment per frame; media time is capture time since base.
+        let duration_us = self.last_us.map_or(33_333, |l| (m.capture_us - l).clamp(1_000, 1_000_000));
+        self.last_us = Some(m.capture_us);
+        self.sequence += 1;
+        let sample = fmp4::Sample {
+            data: std::mem::take(&mut self.sample),
+            decode_time_90k: ((m.capture_us - base).max(0) as u64) * 9 / 100,
+            duration_90k: (duration_us * 9 / 100) as u32,
+            key: m.key,
+        };
+        out.push(binary(FRAGMENT, m.key, m.capture_us, &fmp4::fragment(self.sequence, std::slice::from_ref(&sample))));
+        self.sample = sample.data;
+        out
+    }
+}
+
+/// RFC 6381 codec string: `avc1.PPCCLL` from the SPS; HEVC Main profile
+/// otherwise (browsers without HEVC refuse it either way).
+fn codec_string(codec: VideoCodec, sps: &[u8]) -> String {
+    match codec {
+        VideoCodec::H264 if sps.len() >= 4 => format!("avc1.{:02x}{:02x}{:02x}", sps[1], sps[2], sps[3]),
+        VideoCodec::H264 => "avc1.42e01e".into(),
+        VideoCodec::H265 => "hvc1.1.6.L93.B0".into(),
+    }
+}
+
+fn hello(codec: &str, base_us: i64, cs: Option<&str>, width: Option<u32>, height: Option<u32>) -> Message {
+    let mime = cs.map(|c| format!("video/mp4; codecs=\"{c}\""));
+    let v = serde_json::json!({
+        "type": "hello", "codec": codec, "base_us": base_us, "codec_string": cs,
+        "mime": mime, "width": width, "height": height,
+    });
+    Message::Text(v.to_string().into())
+}
+
+fn binary(kind: u8, key: bool, capture_us: i64, payload: &[u8]) -> Message {
+    let mut b = Vec::with_capacity(10 + payload.len());
+    b.push(kind);
+    b.push(key as u8);
+    b.extend_from_slice(&capture_us.to_be_bytes());
+    b.extend_from_slice(payload);
+    Message::Binary(b.into())
+}
