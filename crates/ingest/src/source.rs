@@ -49,6 +49,39 @@ pub fn run(
     }
 }
 
+/// A pre-encoded loop of whole GOPs (`replay=N`): it starts at a key frame
+/// and wraps around at one, so the stream stays decodable.
+struct Replay {
+    frames: Vec<media::synthetic::Encoded>,
+    at: usize,
+}
+
+impl Replay {
+    fn encode(cfg: &SyntheticConfig, encoder: &mut Encoder) -> Result<Self, media::Error> {
+        let n = cfg.replay.div_ceil(cfg.gop) * cfg.gop;
+        let mut picture = Vec::new();
+        let mut frames = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            render(cfg.width, cfg.height, i as u64, i as i64 * 1_000_000 / cfg.fps as i64, &mut picture);
+            let enc = encoder.encode(&picture, cfg.width, cfg.height, i % cfg.gop == 0)?;
+            if !enc.data.is_empty() {
+                frames.push(enc);
+            }
+        }
+        Ok(Replay { frames, at: 0 })
+    }
+
+    /// The next frame; with `key`, the next key frame.
+    fn next(&mut self, key: bool) -> media::synthetic::Encoded {
+        if self.at >= self.frames.len() || (key && !self.frames[self.at].key) {
+            let from = if self.at >= self.frames.len() { 0 } else { self.at };
+            self.at = (from..self.frames.len()).find(|&i| self.frames[i].key).unwrap_or(0);
+        }
+        self.at += 1;
+        self.frames[self.at - 1].clone()
+    }
+}
+
 fn run_synthetic(
     cfg: &SyntheticConfig,
     camera: &str,
@@ -67,6 +100,7 @@ fn run_synthetic(
     let mut next = Instant::now();
     let mut picture = Vec::new();
     let mut n: u64 = 0;
+    let mut replay = (cfg.replay > 0).then(|| Replay::encode(cfg, &mut encoder)).transpose()?;
     tracing::info!(
         camera,
         stream = stream.name(),
@@ -85,8 +119,13 @@ fn run_synthetic(
         }
         next += period;
         let capture_us = bus::now_us();
-        render(cfg.width, cfg.height, n, capture_us, &mut picture);
-        let enc = encoder.encode(&picture, cfg.width, cfg.height, out.wants_key_frame())?;
+        let enc = match replay.as_mut() {
+            Some(r) => r.next(out.wants_key_frame()),
+            None => {
+                render(cfg.width, cfg.height, n, capture_us, &mut picture);
+                encoder.encode(&picture, cfg.width, cfg.height, out.wants_key_frame())?
+            }
+        };
         n += 1;
         if enc.data.is_empty() {
             continue; // the encoder's rate control skipped this picture

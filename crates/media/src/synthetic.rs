@@ -19,6 +19,10 @@ pub struct SyntheticConfig {
     pub codec: Codec,
     /// JPEG quality, 1-100 (MJPEG only).
     pub quality: u8,
+    /// Encode this many frames once and replay them in a loop (0: encode
+    /// every frame). For load tests: like a real camera, it then costs the
+    /// machine nothing to produce video.
+    pub replay: u32,
 }
 
 impl Default for SyntheticConfig {
@@ -31,6 +35,7 @@ impl Default for SyntheticConfig {
             gop: 20,
             codec: Codec::H264,
             quality: 70,
+            replay: 0,
         }
     }
 }
@@ -56,6 +61,7 @@ impl SyntheticConfig {
                 "bitrate" => c.bitrate_bps = num(100_000_000)? as u32,
                 "gop" => c.gop = num(1000)? as u32,
                 "quality" => c.quality = num(100)? as u8,
+                "replay" => c.replay = num(100_000)? as u32,
                 "codec" => {
                     c.codec = match v {
                         "h264" => Codec::H264,
@@ -65,7 +71,7 @@ impl SyntheticConfig {
                 }
                 _ => {
                     return Err(Error::Config(format!(
-                        "unknown synthetic option `{k}` (width, height, fps, bitrate, gop, codec, quality)"
+                        "unknown synthetic option `{k}` (width, height, fps, bitrate, gop, codec, quality, replay)"
                     )));
                 }
             }
@@ -151,6 +157,7 @@ fn bounce(x: f64) -> f64 {
 }
 
 /// One encoded picture.
+#[derive(Clone)]
 pub struct Encoded {
     pub data: Vec<u8>,
     pub key: bool,

@@ -130,7 +130,7 @@ pub(crate) async fn delete(k: &KafkaConfig, t: &TopicSpec) {
     }
 }
 
-fn free_port() -> Result<std::net::SocketAddr> {
+pub(crate) fn free_port() -> Result<std::net::SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 

@@ -135,7 +135,7 @@ fn sequential_write(path: &std::path::Path, bytes: usize) -> Result<f64> {
 }
 
 /// User + system CPU of this process, from /proc/self/stat.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<f64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();

@@ -170,4 +170,10 @@ pub enum BenchCommand {
     /// The archive beside a bare consume loop and the disk's sequential
     /// write speed; CPU per 1080p30 4 Mbit/s camera.
     Archive(crate::bench_archive::ArchiveBenchArgs),
+    /// Glass-to-glass live latency in headless chromium (p50/p95/p99), and
+    /// how many WebSocket viewers one server holds, with its CPU.
+    Live(crate::bench_live::LiveBenchArgs),
+    /// (Used by `bench live`.) WebSocket viewers measuring arrival latency.
+    #[command(hide = true)]
+    Viewers(crate::bench_live::ViewersArgs),
 }

@@ -4,6 +4,7 @@
 mod archive_cmd;
 mod bench;
 mod bench_archive;
+mod bench_live;
 mod cli;
 mod config;
 mod topics_cmd;
@@ -103,6 +104,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench { which } => match which {
             cli::BenchCommand::Ingest(a) => bench::ingest(Settings::load(g, &Default::default())?, a).await,
             cli::BenchCommand::Archive(a) => bench_archive::archive(Settings::load(g, &Default::default())?, a).await,
+            cli::BenchCommand::Live(a) => bench_live::live(Settings::load(g, &Default::default())?, a).await,
+            cli::BenchCommand::Viewers(a) => bench_live::viewers(a).await,
         },
     }
 }

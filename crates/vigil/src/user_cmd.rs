@@ -9,11 +9,7 @@ use web::auth::{self, Role};
 pub fn run(users_file: &Path, command: UserCommand) -> Result<()> {
     match command {
         UserCommand::Add { name, role, cameras, replace } => {
-            let role = match role.as_str() {
-                "admin" => Role::Admin,
-                "viewer" => Role::Viewer,
-                other => bail!("role `{other}`: use admin or viewer"),
-            };
+            let role: Role = role.parse()?;
             auth::validate_name(&name)?;
             let password = read_password(&name)?;
             auth::add_user(users_file, &name, &password, role, &cameras, replace)?;
@@ -55,7 +51,7 @@ fn read_password(name: &str) -> Result<String> {
 /// On the first `vigil up` there are no users: creates `admin` with a
 /// random password and returns it, to print once. Nothing if users exist.
 pub fn first_admin(users_file: &Path) -> Result<Option<String>> {
-    if users_file.exists() {
+    if users_file.exists() && !auth::list_users(users_file)?.is_empty() {
         return Ok(None);
     }
     let mut bytes = [0u8; 12];
@@ -63,6 +59,6 @@ pub fn first_admin(users_file: &Path) -> Result<Option<String>> {
     // Base32-like, no look-alike characters: easy to type from a terminal.
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
     let password: String = bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
-    auth::add_user(users_file, "admin", &password, Role::Admin, &[auth::ALL_CAMERAS.to_string()], false)?;
+    auth::add_user(users_file, "admin", &password, Role::Admin, &[auth::ALL_CAMERAS.to_string()], true)?;
     Ok(Some(password))
 }

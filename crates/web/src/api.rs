@@ -35,7 +35,24 @@ pub fn routes(app: App) -> axum::Router {
         .with_state(app)
 }
 
-/// A JSON error with the right status: every failure is a clear 4xx/5xx.
+/// The archive's "nothing there" and "not this codec" are the user's
+/// problem (4xx); anything else is ours.
+pub fn archive_error(e: archive::Error) -> ApiError {
+    match e {
+        archive::Error::Other(m) if m.contains("MJPEG") || m.contains("not supported") => {
+            ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, m)
+        }
+        archive::Error::Other(m)
+            if m.contains("no recorded frames") || m.contains("no key frame") || m.contains("no VPS/SPS/PPS") =>
+        {
+            ApiError::not_found(m)
+        }
+        e => ApiError::internal(e),
+    }
+}
+
+/// A JSON error with the right status (the framework's own rejections,
+/// such as a malformed query string, are plain-text 4xx).
 pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
@@ -59,13 +76,11 @@ impl ApiError {
 
 /// The camera a request names, if it exists and the user may see it.
 pub fn camera<'a>(app: &'a App, user: &User, id: &str) -> Result<&'a crate::CameraInfo, ApiError> {
-    let Some(c) = app.cameras.iter().find(|c| c.id == id) else {
-        return Err(ApiError::not_found(format!("no camera {id}")));
-    };
+    // Permission first: a viewer learns nothing about cameras not theirs.
     if !user.may_view(id) {
         return Err(ApiError(StatusCode::FORBIDDEN, format!("no permission for camera {id}")));
     }
-    Ok(c)
+    app.cameras.iter().find(|c| c.id == id).ok_or_else(|| ApiError::not_found(format!("no camera {id}")))
 }
 
 #[derive(Deserialize)]
@@ -224,6 +239,7 @@ fn meaning(delivery: &str) -> &'static str {
             "every record kept and processed once: idempotent producer with acks=all, sinks own their offsets; costs a round trip to every replica per batch and sink-side bookkeeping"
         }
         "at-least-once" => "never lost, may repeat after a crash: consumers commit after processing",
+        "last-value" => "compacted: the broker keeps the newest record per key (camera state), written exactly once",
         "at-most-once" => {
             "fastest and freshest: acks=1, no retries, consumers start at the end and never commit; a slow reader loses frames instead of falling behind"
         }

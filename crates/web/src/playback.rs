@@ -3,26 +3,14 @@
 //! `hls/segment.m4s`) for VLC and phones.
 
 use crate::App;
-use crate::api::{ApiError, Range, camera};
+use crate::api::{ApiError, Range, archive_error, camera};
 use crate::auth::User;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 /// HLS segments aim at this length (they start at key frames).
 const HLS_TARGET_SECS: f64 = 4.0;
-
-/// The archive's "nothing there" and "not this codec" are the user's
-/// problem (4xx); anything else is ours.
-fn archive_error(e: archive::Error) -> ApiError {
-    match e {
-        archive::Error::Other(m) if m.contains("MJPEG") => ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
-        archive::Error::Other(m) if m.contains("no recorded frames") || m.contains("no key frame") => {
-            ApiError::not_found(m)
-        }
-        e => ApiError::internal(e),
-    }
-}
 
 /// The query string for a range, keeping the caller's own parameters out.
 fn range_query(from: i64, to: i64) -> String {
@@ -84,7 +72,7 @@ pub async fn hls_init(
     Query(q): Query<At>,
 ) -> Result<Response, ApiError> {
     camera(&app, &user, &id)?;
-    let at = q.at.unwrap_or_else(bus::now_us);
+    let at = q.at.ok_or_else(|| ApiError::bad("`at`: the capture time (µs) the init segment must describe"))?;
     let bytes = archive::playback::init_segment(&app.archive_dir, &app.index, &id, at).await.map_err(archive_error)?;
     Ok(([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response())
 }

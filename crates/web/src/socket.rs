@@ -24,6 +24,7 @@ use archive::fmp4;
 use archive::mp4::{self, VideoCodec};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 use media::{Codec, Frame};
 use serde::Deserialize;
@@ -36,6 +37,9 @@ const JPEG: u8 = 3;
 
 /// A send slower than this means the viewer cannot keep up: it skips ahead.
 const SLOW_SEND: Duration = Duration::from_millis(500);
+/// How often an open socket checks its login is still valid (logout, user
+/// removed, password changed end the stream within this time).
+const RECHECK: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 pub struct LiveQuery {
@@ -51,10 +55,21 @@ enum Mode {
 pub async fn live(
     State(app): State<App>,
     user: User,
+    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<LiveQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    // Browsers send the page's origin with a WebSocket handshake, and a
+    // cookie goes along even from another site's page: only our own pages
+    // may open one (scripts without an Origin use a bearer token).
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if let Some(o) = origin
+        && o.split_once("://").map(|(_, rest)| rest) != Some(host)
+    {
+        return Err(ApiError(StatusCode::FORBIDDEN, format!("WebSocket from origin {o} refused")));
+    }
     let cam = camera(&app, &user, &id)?;
     let mode = match q.mode.as_deref() {
         None | Some("mse") => Mode::Mse,
@@ -63,11 +78,13 @@ pub async fn live(
     };
     let source = Source { camera: cam.id.clone(), sub: cam.sub };
     let viewer = app.hub.watch(&source).map_err(ApiError::internal)?;
-    Ok(ws.on_upgrade(move |socket| run(socket, viewer, mode, app)))
+    let admin = user.is_admin();
+    Ok(ws.on_upgrade(move |socket| run(socket, viewer, mode, app, headers, admin)))
 }
 
-async fn run(mut socket: WebSocket, mut viewer: Viewer, mode: Mode, app: App) {
+async fn run(mut socket: WebSocket, mut viewer: Viewer, mode: Mode, app: App, headers: HeaderMap, admin: bool) {
     let mut muxer = Muxer::new(mode);
+    let mut recheck = tokio::time::interval(RECHECK);
     loop {
         tokio::select! {
             f = viewer.next() => {
@@ -76,19 +93,33 @@ async fn run(mut socket: WebSocket, mut viewer: Viewer, mode: Mode, app: App) {
                     match tokio::time::timeout(SLOW_SEND, socket.send(msg)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => return, // the viewer left
-                        Err(_) => viewer.skip_to_next_key(),
+                        Err(_) => {
+                            // Behind: skip to the next key frame, and describe
+                            // the stream again there (what was dropped may
+                            // have been the hello or init segment).
+                            viewer.skip_to_next_key();
+                            muxer = Muxer::new(mode);
+                            break;
+                        }
                     }
                 }
             }
             m = socket.recv() => match m {
-                Some(Ok(Message::Text(t))) => on_text(&app, &t),
+                Some(Ok(Message::Text(t))) if admin => on_text(&app, &t),
                 Some(Ok(_)) => {}
                 _ => return,
             },
+            _ = recheck.tick() => {
+                if app.auth.authenticate(&Method::GET, &headers).is_err() {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+            }
         }
     }
 }
 
+/// Latency reports (only admins' count: they feed the benchmark).
 fn on_text(app: &App, text: &str) {
     #[derive(Deserialize)]
     struct Report {

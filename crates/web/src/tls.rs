@@ -65,3 +65,64 @@ pub async fn serve(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    fn cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let ok = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl (scripts/setup installs it)")
+            .success();
+        assert!(ok);
+        (cert, key)
+    }
+
+    #[tokio::test]
+    async fn serves_https_and_explains_bad_files() {
+        let dir = std::env::temp_dir().join(format!("vigil-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c, k) = cert(&dir);
+        // Bad input: clear errors naming the file.
+        let e = acceptor(&dir.join("missing.pem"), &k).err().expect("missing cert").to_string();
+        assert!(e.contains("missing.pem"), "{e}");
+        let e = acceptor(&c, &c).err().expect("a certificate is not a key").to_string();
+        assert!(e.contains("key"), "{e}");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok\n" }));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, router, acceptor(&c, &k).unwrap(), async {
+            let _ = rx.await;
+        }));
+        let out = tokio::task::spawn_blocking(move || {
+            let mut child = Command::new("openssl")
+                .args(["s_client", "-quiet", "-connect", &addr.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with("HTTP/1.0 200") && text.ends_with("ok\n"), "{text}");
+        let _ = tx.send(());
+        server.await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
