@@ -162,6 +162,11 @@ fn web_app_api_and_browser() {
     assert!(codec == "h264" && n >= 60, "HLS: {codec} {n} frames");
     let (code, _, _) = http(web, "GET", &format!("/api/cameras/w2/hls.m3u8?{range}"), &[], "");
     assert_eq!(code, 401, "HLS needs a login too");
+    // Players that cannot send headers (VLC) put the token in the URL.
+    let (codec, n) = ffprobe_frames(&format!("{hls}&token={admin}"), &[]);
+    assert!(codec == "h264" && n >= 60, "HLS with ?token=: {codec} {n} frames");
+    let (code, _, _) = http(web, "GET", &format!("/api/cameras/w2/hls.m3u8?{range}&token=bad"), &[], "");
+    assert_eq!(code, 401, "a wrong token in the URL");
 
     // The browser, in both live modes.
     let downloads = dir.join("downloads");

@@ -1,13 +1,57 @@
 //! Recorded video over HTTP: a progressive fragmented MP4 for the web
 //! app's player (`recording.mp4`), and HLS (`hls.m3u8`, `hls/init.mp4`,
 //! `hls/segment.m4s`) for VLC and phones.
+//!
+//! Players such as VLC cannot send a header or a cookie: the HLS routes
+//! also take the bearer token as `?token=`, and a playlist fetched that way
+//! passes it on in its own URIs. Anyone holding such a URL can watch that
+//! range until the session ends (logout, 12 h idle, user removed).
 
 use crate::App;
 use crate::api::{ApiError, Range, archive_error, camera};
 use crate::auth::User;
-use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
+
+/// A logged-in user by header or cookie, or by `?token=` (HLS only).
+pub struct HlsUser {
+    user: User,
+    /// The token, when it came in the query string (to pass on).
+    query_token: Option<String>,
+}
+
+impl FromRequestParts<App> for HlsUser {
+    type Rejection = crate::auth::AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let token = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("token="))
+                .filter(|t| t.bytes().all(|b| b.is_ascii_alphanumeric()))
+                .map(str::to_string)
+        });
+        match (User::from_request_parts(parts, app).await, token) {
+            (Ok(user), _) => Ok(HlsUser { user, query_token: None }),
+            (Err(_), Some(t)) => {
+                let mut h = HeaderMap::new();
+                let bearer =
+                    HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| crate::auth::AuthError::LoginRequired)?;
+                h.insert(header::AUTHORIZATION, bearer);
+                let user = app.auth.authenticate(&Method::GET, &h)?;
+                Ok(HlsUser { user, query_token: Some(t) })
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+}
+
+impl HlsUser {
+    fn suffix(&self) -> String {
+        self.query_token.as_ref().map(|t| format!("&token={t}")).unwrap_or_default()
+    }
+}
 
 /// HLS segments aim at this length (they start at key frames).
 const HLS_TARGET_SECS: f64 = 4.0;
@@ -43,17 +87,18 @@ pub async fn recording(
 
 pub async fn hls_playlist(
     State(app): State<App>,
-    user: User,
+    user: HlsUser,
     Path(id): Path<String>,
     Query(q): Query<Range>,
 ) -> Result<Response, ApiError> {
-    camera(&app, &user, &id)?;
+    camera(&app, &user.user, &id)?;
     let (from, to) = q.resolve()?;
     // Relative URIs: they resolve against the playlist's own URL, so the
     // same playlist works behind any host name or proxy path.
-    let init = format!("hls/init.mp4?at={from}");
+    let token = user.suffix();
+    let init = format!("hls/init.mp4?at={from}{token}");
     let p = archive::playback::hls_playlist(&app.index, &id, from, to, HLS_TARGET_SECS, &init, |a, b| {
-        format!("hls/segment.m4s?{}", range_query(a, b))
+        format!("hls/segment.m4s?{}{token}", range_query(a, b))
     })
     .await
     .map_err(archive_error)?;
@@ -67,11 +112,11 @@ pub struct At {
 
 pub async fn hls_init(
     State(app): State<App>,
-    user: User,
+    user: HlsUser,
     Path(id): Path<String>,
     Query(q): Query<At>,
 ) -> Result<Response, ApiError> {
-    camera(&app, &user, &id)?;
+    camera(&app, &user.user, &id)?;
     let at = q.at.ok_or_else(|| ApiError::bad("`at`: the capture time (µs) the init segment must describe"))?;
     let bytes = archive::playback::init_segment(&app.archive_dir, &app.index, &id, at).await.map_err(archive_error)?;
     Ok(([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response())
@@ -79,11 +124,11 @@ pub async fn hls_init(
 
 pub async fn hls_segment(
     State(app): State<App>,
-    user: User,
+    user: HlsUser,
     Path(id): Path<String>,
     Query(q): Query<Range>,
 ) -> Result<Response, ApiError> {
-    camera(&app, &user, &id)?;
+    camera(&app, &user.user, &id)?;
     let (from, to) = q.resolve()?;
     let bytes =
         archive::playback::hls_segment(&app.archive_dir, &app.index, &id, from, to).await.map_err(archive_error)?;
