@@ -135,6 +135,13 @@ impl BufferSender {
         Ok(seq)
     }
 
+    /// The next accepted frame follows a gap (the camera was away): it gets
+    /// the `discontinuity` flag, so the gap reads as "not recorded".
+    pub fn mark_gap(&mut self) {
+        self.first = true;
+        self.need_key = true;
+    }
+
     /// Whether the camera should make its next frame a key frame.
     pub fn wants_key_frame(&self) -> bool {
         self.need_key
@@ -142,6 +149,11 @@ impl BufferSender {
 }
 
 impl BufferReceiver {
+    /// A frame if one is waiting (tests).
+    pub fn try_recv(&mut self) -> Result<Frame, mpsc::error::TryRecvError> {
+        self.rx.try_recv()
+    }
+
     pub async fn recv(&mut self) -> Option<Frame> {
         self.rx.recv().await
     }

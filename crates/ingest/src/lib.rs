@@ -71,6 +71,14 @@ pub async fn run(
     let live_producer =
         SharedProducer::new(&kafka, live.delivery, budget(cfg.cameras.iter().filter(|c| c.sub.is_some()).count()))?;
     let stop = Arc::new(AtomicBool::new(false));
+    let events = match bus::events::Events::new(&kafka) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "no camera up/down events");
+            None
+        }
+    };
+    let ctx = source::Context { stop: stop.clone(), metrics: metrics.clone(), events };
     let mut threads = Vec::new();
     let mut tasks = Vec::new();
     for cam in &cfg.cameras {
@@ -83,11 +91,11 @@ pub async fn run(
             let (tx, rx) = buffer::buffer(cfg.buffer_bytes, seq, &metrics, &cam.id, topic.name);
             let publisher = Publisher::new(producer.clone(), topic, &cam.id, ack_log.clone(), &metrics);
             tasks.push(tokio::spawn(publisher.run(rx, cfg.drain)));
-            let (spec, id, stop, m) = (spec.clone(), cam.id.clone(), stop.clone(), metrics.clone());
+            let (spec, id, ctx) = (spec.clone(), cam.id.clone(), ctx.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("cam-{id}"))
-                    .spawn(move || source::run(spec, id, stream, tx, stop, m))
+                    .spawn(move || source::run(spec, id, stream, tx, ctx))
                     .expect("spawn camera thread"),
             );
         }

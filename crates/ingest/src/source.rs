@@ -1,11 +1,18 @@
-//! Camera sources: where frames come from. A source runs on its own thread
-//! (encoding and parsing are CPU work that must not stall the async
-//! runtime) and offers each frame to its buffer.
+//! Camera sources: where frames come from. Each camera stream runs on its
+//! own thread (encoding and parsing are CPU work that must not stall the
+//! async runtime) under a supervisor (`run`): a *session* connects and
+//! delivers frames to a `Sink` until it fails or ends; the supervisor then
+//! reports the camera down and reconnects with backoff, and the first frame
+//! of the next session is flagged as following a gap.
+//!
+//! - `synthetic`: the built-in test camera.
+
+mod synthetic;
 
 use crate::buffer::BufferSender;
-use bus::metrics::Metrics;
-use media::synthetic::{Encoder, SyntheticConfig, render};
-use media::{Frame, FrameMeta, Stream};
+use bus::metrics::{Counter, Gauge, Metrics};
+use media::synthetic::SyntheticConfig;
+use media::{Codec, Frame, FrameMeta, Stream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -31,122 +38,187 @@ impl SourceSpec {
     }
 }
 
-/// Runs `spec` until `stop` is set, offering frames to `out`.
-pub fn run(
-    spec: SourceSpec,
-    camera: String,
+/// A frame as a source captured it; the buffer gives it its `seq`.
+#[derive(Debug)]
+pub struct Captured {
+    pub codec: Codec,
+    pub key: bool,
+    /// Wall-clock capture time, µs (the camera's clock when it says, else
+    /// arrival; monotonic per camera stream, see `Sink::frame`).
+    pub capture_us: i64,
+    pub pts_90k: i64,
+    pub data: Vec<u8>,
+}
+
+/// Why a session with a camera ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("stream broken: {0}")]
+    Stream(String),
+    #[error("no frame for {0:?}")]
+    Timeout(Duration),
+    #[error("the source ended")]
+    Ended,
+}
+
+/// Where a session puts its frames.
+pub struct Sink<'a> {
+    camera: &'a str,
     stream: Stream,
-    mut out: BufferSender,
-    stop: Arc<AtomicBool>,
-    metrics: Metrics,
-) {
-    match spec {
-        SourceSpec::Synthetic(cfg) => {
-            if let Err(e) = run_synthetic(&cfg, &camera, stream, &mut out, &stop, &metrics) {
-                tracing::error!(camera, stream = stream.name(), error = %e, "synthetic camera stopped");
-            }
-        }
-    }
+    out: &'a mut BufferSender,
+    ctx: &'a Context,
+    captured: Counter,
+    up: Gauge,
+    frames: u64,
+    last_us: i64,
 }
 
-/// A pre-encoded loop of whole GOPs (`replay=N`): it starts at a key frame
-/// and wraps around at one, so the stream stays decodable.
-struct Replay {
-    frames: Vec<media::synthetic::Encoded>,
-    at: usize,
-}
-
-impl Replay {
-    fn encode(cfg: &SyntheticConfig, encoder: &mut Encoder) -> Result<Self, media::Error> {
-        let n = cfg.replay.div_ceil(cfg.gop) * cfg.gop;
-        let mut picture = Vec::new();
-        let mut frames = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            render(cfg.width, cfg.height, i as u64, i as i64 * 1_000_000 / cfg.fps as i64, &mut picture);
-            let enc = encoder.encode(&picture, cfg.width, cfg.height, i % cfg.gop == 0)?;
-            if !enc.data.is_empty() {
-                frames.push(enc);
-            }
+impl Sink<'_> {
+    /// Offers a frame. Capture times are kept strictly increasing: a camera
+    /// clock that jumps back is clamped to just after the previous frame.
+    pub fn frame(&mut self, c: Captured) {
+        if self.frames == 0 {
+            self.up.set(1.0);
+            tracing::info!(camera = self.camera, stream = self.stream.name(), "camera up");
+            self.ctx.event("camera-up", self.camera, self.stream, "first frame of a session".into());
         }
-        Ok(Replay { frames, at: 0 })
-    }
-
-    /// The next frame; with `key`, the next key frame.
-    fn next(&mut self, key: bool) -> media::synthetic::Encoded {
-        if self.at >= self.frames.len() || (key && !self.frames[self.at].key) {
-            let from = if self.at >= self.frames.len() { 0 } else { self.at };
-            self.at = (from..self.frames.len()).find(|&i| self.frames[i].key).unwrap_or(0);
-        }
-        self.at += 1;
-        self.frames[self.at - 1].clone()
-    }
-}
-
-fn run_synthetic(
-    cfg: &SyntheticConfig,
-    camera: &str,
-    stream: Stream,
-    out: &mut BufferSender,
-    stop: &AtomicBool,
-    metrics: &Metrics,
-) -> Result<(), media::Error> {
-    let mut encoder = Encoder::new(cfg)?;
-    let captured = metrics.counter(
-        "vigil_ingest_captured_frames_total",
-        "Frames the camera produced.",
-        &[("camera", camera), ("stream", stream.name())],
-    );
-    let period = Duration::from_secs_f64(1.0 / cfg.fps as f64);
-    let mut next = Instant::now();
-    let mut picture = Vec::new();
-    let mut n: u64 = 0;
-    let mut replay = (cfg.replay > 0).then(|| Replay::encode(cfg, &mut encoder)).transpose()?;
-    tracing::info!(
-        camera,
-        stream = stream.name(),
-        width = cfg.width,
-        height = cfg.height,
-        fps = cfg.fps,
-        codec = cfg.codec.name(),
-        "synthetic camera started"
-    );
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        } else if now - next > period * 5 {
-            next = now; // fell far behind (machine busy): skip, do not burst
-        }
-        next += period;
-        let capture_us = bus::now_us();
-        let enc = match replay.as_mut() {
-            Some(r) => r.next(out.wants_key_frame()),
-            None => {
-                render(cfg.width, cfg.height, n, capture_us, &mut picture);
-                encoder.encode(&picture, cfg.width, cfg.height, out.wants_key_frame())?
-            }
-        };
-        n += 1;
-        if enc.data.is_empty() {
-            continue; // the encoder's rate control skipped this picture
-        }
-        captured.inc();
+        let capture_us = c.capture_us.max(self.last_us + 1);
+        self.last_us = capture_us;
+        self.frames += 1;
+        self.captured.inc();
         let frame = Frame {
             meta: FrameMeta {
-                camera: camera.to_string(),
-                stream,
-                codec: encoder.codec(),
+                camera: self.camera.to_string(),
+                stream: self.stream,
+                codec: c.codec,
                 seq: 0,
                 capture_us,
-                pts_90k: ((n - 1) * 90_000 / cfg.fps as u64) as i64,
-                key: enc.key,
+                pts_90k: c.pts_90k,
+                key: c.key,
                 discontinuity: false,
             },
-            payload: enc.data,
+            payload: c.data,
         };
-        let _ = out.offer(frame);
+        let _ = self.out.offer(frame);
     }
-    Ok(())
+
+    /// Whether the next frame should be a key frame (after a drop).
+    pub fn wants_key_frame(&self) -> bool {
+        self.out.wants_key_frame()
+    }
+
+    /// Whether the camera is being stopped: a session returns soon after.
+    pub fn stopping(&self) -> bool {
+        self.ctx.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Reconnect delays: doubling from 0.5 s to 30 s, ±25 % jitter so many
+/// cameras behind one failed switch do not reconnect in lockstep.
+pub fn backoff(attempt: u32, jitter: f64) -> Duration {
+    let base = 0.5 * 2f64.powi(attempt.min(6) as i32);
+    Duration::from_secs_f64(base.min(30.0) * (0.75 + 0.5 * jitter.clamp(0.0, 1.0)))
+}
+
+/// Supervises one camera stream until `stop`: runs sessions, reconnects
+/// with backoff after each failure, reports up/down (events, metrics) and
+/// flags the first frame after a reconnect as following a recording gap.
+pub fn run(spec: SourceSpec, camera: String, stream: Stream, mut out: BufferSender, ctx: Context) {
+    let labels = [("camera", camera.as_str()), ("stream", stream.name())];
+    let m = &ctx.metrics;
+    let up = m.gauge("vigil_ingest_camera_up", "1 while the camera delivers frames.", &labels);
+    let reconnects = m.counter("vigil_ingest_reconnects_total", "Sessions that ended and were retried.", &labels);
+    let captured = m.counter("vigil_ingest_captured_frames_total", "Frames the camera produced.", &labels);
+    let (mut attempt, mut last_us, mut down_reported) = (0u32, 0, false);
+    while !ctx.stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let mut sink = Sink {
+            camera: &camera,
+            stream,
+            out: &mut out,
+            ctx: &ctx,
+            captured: captured.clone(),
+            up: up.clone(),
+            frames: 0,
+            last_us,
+        };
+        let result = match &spec {
+            SourceSpec::Synthetic(cfg) => synthetic::session(cfg, &mut sink),
+        };
+        let (frames, stopping) = (sink.frames, sink.stopping());
+        last_us = sink.last_us;
+        up.set(0.0);
+        if stopping {
+            break;
+        }
+        let reason = result.err().unwrap_or(SourceError::Ended).to_string();
+        if frames > 0 {
+            out.mark_gap(); // the next session's first frame follows a gap
+            down_reported = false;
+            if started.elapsed() > Duration::from_secs(10) {
+                attempt = 0; // it ran a while: a fresh failure, retry fast
+            }
+        }
+        // Once per outage, not once per failed retry.
+        if !down_reported {
+            tracing::warn!(camera, stream = stream.name(), error = %reason, "camera down; reconnecting");
+            ctx.event("camera-down", &camera, stream, reason);
+            down_reported = true;
+        }
+        reconnects.inc();
+        let until = Instant::now() + backoff(attempt, jitter());
+        attempt += 1;
+        while Instant::now() < until && !ctx.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+        }
+    }
+}
+
+fn jitter() -> f64 {
+    // Good enough spread without a random number crate.
+    (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0) % 1000)
+        as f64
+        / 1000.0
+}
+
+/// What every camera stream's supervisor shares.
+#[derive(Clone)]
+pub struct Context {
+    pub stop: Arc<AtomicBool>,
+    pub metrics: Metrics,
+    /// camera-up / camera-down events (`vigil.events`).
+    pub events: Option<bus::events::Events>,
+}
+
+impl Context {
+    fn event(&self, kind: &str, camera: &str, stream: Stream, detail: String) {
+        if let Some(e) = &self.events {
+            e.publish(bus::events::Event::new(kind, Some(camera), &format!("ingest:{}", stream.name()), detail));
+        }
+    }
+}
+
+/// Runs `spec` under the supervisor for `d` and returns every frame it
+/// delivered (seq assigned, gaps flagged): for tests of sources.
+pub fn run_for(spec: SourceSpec, d: Duration) -> Vec<Frame> {
+    let dir = std::env::temp_dir().join(format!("vigil-source-{}-{}", std::process::id(), bus::now_us()));
+    let seq = crate::seq::SeqCounter::open(&dir, "t.main").expect("seq dir");
+    let metrics = Metrics::default();
+    let (tx, mut rx) = crate::buffer::buffer(256 << 20, seq, &metrics, "t", "t");
+    let ctx = Context { stop: Arc::new(AtomicBool::new(false)), metrics, events: None };
+    let stop = ctx.stop.clone();
+    let t = std::thread::spawn(move || run(spec, "t".into(), Stream::Main, tx, ctx));
+    std::thread::sleep(d);
+    stop.store(true, Ordering::Relaxed);
+    let _ = t.join();
+    let mut out = Vec::new();
+    while let Ok(f) = rx.try_recv() {
+        out.push(f);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    out
 }
 
 #[cfg(test)]
@@ -159,5 +231,28 @@ mod tests {
         assert!(SourceSpec::parse("synthetic:fps=0").unwrap_err().contains("fps"));
         assert!(SourceSpec::parse("rtsp://cam/1").unwrap_err().contains("not supported"));
         assert!(SourceSpec::parse("carrier-pigeon:").unwrap_err().contains("unknown"));
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap_with_jitter() {
+        let secs = |a, j| backoff(a, j).as_secs_f64();
+        assert_eq!((secs(0, 0.5), secs(1, 0.5), secs(2, 0.5)), (0.5, 1.0, 2.0));
+        assert_eq!(secs(30, 0.5), 30.0);
+        assert!((secs(3, 0.0), secs(3, 1.0)) == (3.0, 5.0));
+    }
+
+    #[test]
+    fn a_synthetic_camera_runs_under_the_supervisor() {
+        let frames = run_for(
+            SourceSpec::parse("synthetic:width=64,height=64,fps=20,gop=5").unwrap(),
+            Duration::from_millis(600),
+        );
+        assert!(frames.len() >= 5, "{} frames", frames.len());
+        assert!(frames[0].meta.key && frames[0].meta.discontinuity);
+        assert!(
+            frames
+                .windows(2)
+                .all(|w| w[1].meta.seq == w[0].meta.seq + 1 && w[1].meta.capture_us > w[0].meta.capture_us)
+        );
     }
 }
