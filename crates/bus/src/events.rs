@@ -36,15 +36,21 @@ impl Event {
 }
 
 /// Publishes events with the at-least-once settings; retries until the
-/// broker has them, without blocking the caller.
+/// broker has them, without blocking the caller. Usable from any thread
+/// (camera threads too): delivery reports are watched on the runtime it
+/// was created on.
 #[derive(Clone)]
 pub struct Events {
     producer: FutureProducer,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Events {
     pub fn new(kafka: &KafkaConfig) -> Result<Self, Error> {
-        Ok(Events { producer: kafka.producer(Delivery::AtLeastOnce, 16 * 1024)? })
+        Ok(Events {
+            producer: kafka.producer(Delivery::AtLeastOnce, 16 * 1024)?,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        })
     }
 
     /// Queues `e` at once (so events keep their order) and reports a
@@ -56,11 +62,15 @@ impl Events {
         let key = e.camera.clone().unwrap_or_else(|| e.source.clone());
         match self.producer.send_result(FutureRecord::to(topics::EVENTS).key(&key).payload(&payload)) {
             Ok(delivery) => {
-                tokio::spawn(async move {
-                    if !matches!(delivery.await, Ok(Ok(_))) {
-                        tracing::warn!(kind = %e.kind, "event not delivered");
-                    }
-                });
+                // Without a runtime the event still goes out; only a failed
+                // delivery would go unreported.
+                if let Some(rt) = &self.runtime {
+                    rt.spawn(async move {
+                        if !matches!(delivery.await, Ok(Ok(_))) {
+                            tracing::warn!(kind = %e.kind, "event not delivered");
+                        }
+                    });
+                }
             }
             Err((err, _)) => tracing::warn!(kind = %e.kind, error = %err, "event not queued"),
         }

@@ -9,6 +9,7 @@
 //!
 //! Nothing here knows whether the broker is the embedded one or a cluster.
 
+pub mod cameras;
 pub mod client;
 pub mod delivery;
 pub mod events;

@@ -78,7 +78,9 @@ pub async fn run(
             None
         }
     };
-    let ctx = source::Context { stop: stop.clone(), metrics: metrics.clone(), events };
+    let states =
+        bus::cameras::CameraStates::new(&kafka).map_err(|e| tracing::warn!(error = %e, "no camera states")).ok();
+    let ctx = source::Context { stop: stop.clone(), metrics: metrics.clone(), events, states };
     let mut threads = Vec::new();
     let mut tasks = Vec::new();
     for cam in &cfg.cameras {

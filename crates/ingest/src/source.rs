@@ -6,7 +6,15 @@
 //! of the next session is flagged as following a gap.
 //!
 //! - `synthetic`: the built-in test camera.
+//! - `rtsp`: network cameras over RTSP (`rtsp://`, through retina).
+//! - `ffmpeg`: `ffmpeg:ARGS` and `file:PATH`, through an ffmpeg child
+//!   process whose output `annexb` (H.264/H.265) or `jpeg` (MJPEG) splits
+//!   into frames.
 
+mod annexb;
+mod ffmpeg;
+mod jpeg;
+pub mod rtsp;
 mod synthetic;
 
 use crate::buffer::BufferSender;
@@ -21,6 +29,9 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug, PartialEq)]
 pub enum SourceSpec {
     Synthetic(SyntheticConfig),
+    Rtsp(rtsp::RtspConfig),
+    Ffmpeg(ffmpeg::Config),
+    File(ffmpeg::FileConfig),
 }
 
 impl SourceSpec {
@@ -28,12 +39,23 @@ impl SourceSpec {
         if let Some(rest) = s.strip_prefix("synthetic:") {
             return SyntheticConfig::parse(rest).map(SourceSpec::Synthetic).map_err(|e| e.to_string());
         }
+        if let Some(rest) = s.strip_prefix("ffmpeg:") {
+            return ffmpeg::Config::parse(rest).map(SourceSpec::Ffmpeg);
+        }
+        if let Some(rest) = s.strip_prefix("file:") {
+            return ffmpeg::FileConfig::parse(rest).map(SourceSpec::File);
+        }
+        if s.starts_with("rtsp://") {
+            return rtsp::RtspConfig::parse(s).map(SourceSpec::Rtsp);
+        }
+        // Only the scheme goes into the message: the rest may hold a password.
         let scheme = s.split(':').next().unwrap_or(s);
         match scheme {
-            "rtsp" | "http" | "https" | "ffmpeg" | "file" => {
-                Err(format!("source `{s}`: {scheme} cameras are not supported by this build yet; use synthetic:"))
-            }
-            _ => Err(format!("source `{s}`: unknown kind (expected synthetic:OPTIONS)")),
+            "http" | "https" => Err(format!(
+                "source {scheme}: MJPEG over HTTP is not supported yet; meanwhile use ffmpeg:-i URL -c:v mjpeg"
+            )),
+            "rtsp" => Err("source rtsp: write rtsp://HOST[:PORT]/PATH".into()),
+            _ => Err(format!("source kind `{scheme}` unknown: use synthetic:, rtsp://, ffmpeg:ARGS or file:PATH")),
         }
     }
 }
@@ -73,6 +95,10 @@ pub struct Sink<'a> {
     up: Gauge,
     frames: u64,
     last_us: i64,
+    /// For the camera's state record: retries so far, and why the last
+    /// session ended.
+    reconnects: u64,
+    last_error: String,
 }
 
 impl Sink<'_> {
@@ -82,7 +108,7 @@ impl Sink<'_> {
         if self.frames == 0 {
             self.up.set(1.0);
             tracing::info!(camera = self.camera, stream = self.stream.name(), "camera up");
-            self.ctx.event("camera-up", self.camera, self.stream, "first frame of a session".into());
+            self.ctx.report(self.camera, self.stream, true, self.reconnects, &self.last_error);
         }
         let capture_us = c.capture_us.max(self.last_us + 1);
         self.last_us = capture_us;
@@ -131,7 +157,7 @@ pub fn run(spec: SourceSpec, camera: String, stream: Stream, mut out: BufferSend
     let up = m.gauge("vigil_ingest_camera_up", "1 while the camera delivers frames.", &labels);
     let reconnects = m.counter("vigil_ingest_reconnects_total", "Sessions that ended and were retried.", &labels);
     let captured = m.counter("vigil_ingest_captured_frames_total", "Frames the camera produced.", &labels);
-    let (mut attempt, mut last_us, mut down_reported) = (0u32, 0, false);
+    let (mut attempt, mut last_us, mut down_reported, mut last_error) = (0u32, 0, false, String::new());
     while !ctx.stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let mut sink = Sink {
@@ -143,9 +169,14 @@ pub fn run(spec: SourceSpec, camera: String, stream: Stream, mut out: BufferSend
             up: up.clone(),
             frames: 0,
             last_us,
+            reconnects: reconnects.get(),
+            last_error: last_error.clone(),
         };
         let result = match &spec {
             SourceSpec::Synthetic(cfg) => synthetic::session(cfg, &mut sink),
+            SourceSpec::Rtsp(cfg) => rtsp::session(cfg, &mut sink),
+            SourceSpec::Ffmpeg(cfg) => ffmpeg::session(cfg, &mut sink),
+            SourceSpec::File(cfg) => ffmpeg::file_session(cfg, &mut sink),
         };
         let (frames, stopping) = (sink.frames, sink.stopping());
         last_us = sink.last_us;
@@ -164,9 +195,10 @@ pub fn run(spec: SourceSpec, camera: String, stream: Stream, mut out: BufferSend
         // Once per outage, not once per failed retry.
         if !down_reported {
             tracing::warn!(camera, stream = stream.name(), error = %reason, "camera down; reconnecting");
-            ctx.event("camera-down", &camera, stream, reason);
+            ctx.report(&camera, stream, false, reconnects.get(), &reason);
             down_reported = true;
         }
+        last_error = reason;
         reconnects.inc();
         let until = Instant::now() + backoff(attempt, jitter());
         attempt += 1;
@@ -190,12 +222,27 @@ pub struct Context {
     pub metrics: Metrics,
     /// camera-up / camera-down events (`vigil.events`).
     pub events: Option<bus::events::Events>,
+    /// The camera's current state (`vigil.cameras`).
+    pub states: Option<bus::cameras::CameraStates>,
 }
 
 impl Context {
-    fn event(&self, kind: &str, camera: &str, stream: Stream, detail: String) {
+    /// A camera stream went up or down: an event, and its new state.
+    fn report(&self, camera: &str, stream: Stream, up: bool, reconnects: u64, last_error: &str) {
+        let source = format!("ingest:{}", stream.name());
         if let Some(e) = &self.events {
-            e.publish(bus::events::Event::new(kind, Some(camera), &format!("ingest:{}", stream.name()), detail));
+            let (kind, detail) = if up { ("camera-up", "delivering frames") } else { ("camera-down", last_error) };
+            e.publish(bus::events::Event::new(kind, Some(camera), &source, detail));
+        }
+        if let Some(s) = &self.states {
+            s.publish(&bus::cameras::CameraState {
+                camera: camera.to_string(),
+                stream: stream.name().to_string(),
+                up,
+                since_us: bus::now_us(),
+                reconnects,
+                last_error: last_error.to_string(),
+            });
         }
     }
 }
@@ -207,7 +254,7 @@ pub fn run_for(spec: SourceSpec, d: Duration) -> Vec<Frame> {
     let seq = crate::seq::SeqCounter::open(&dir, "t.main").expect("seq dir");
     let metrics = Metrics::default();
     let (tx, mut rx) = crate::buffer::buffer(256 << 20, seq, &metrics, "t", "t");
-    let ctx = Context { stop: Arc::new(AtomicBool::new(false)), metrics, events: None };
+    let ctx = Context { stop: Arc::new(AtomicBool::new(false)), metrics, events: None, states: None };
     let stop = ctx.stop.clone();
     let t = std::thread::spawn(move || run(spec, "t".into(), Stream::Main, tx, ctx));
     std::thread::sleep(d);
@@ -229,8 +276,16 @@ mod tests {
     fn parse_sources() {
         assert!(matches!(SourceSpec::parse("synthetic:"), Ok(SourceSpec::Synthetic(_))));
         assert!(SourceSpec::parse("synthetic:fps=0").unwrap_err().contains("fps"));
-        assert!(SourceSpec::parse("rtsp://cam/1").unwrap_err().contains("not supported"));
+        assert!(matches!(SourceSpec::parse("rtsp://cam/1"), Ok(SourceSpec::Rtsp(_))));
         assert!(SourceSpec::parse("carrier-pigeon:").unwrap_err().contains("unknown"));
+        // A malformed source never echoes what may be a password.
+        for bad in ["rtsp:admin:s3cret@cam/1", "rtsp//admin:s3cret@cam", "http://admin:s3cret@cam/mjpeg"] {
+            let e = SourceSpec::parse(bad).unwrap_err();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        assert!(matches!(SourceSpec::parse("ffmpeg:-i rtsp://cam/1"), Ok(SourceSpec::Ffmpeg(_))));
+        assert!(SourceSpec::parse("ffmpeg:-f v4l2").unwrap_err().contains("-i INPUT"));
+        assert!(SourceSpec::parse("file:/no/such/clip.mp4?loop").unwrap_err().contains("No such file"));
     }
 
     #[test]

@@ -254,11 +254,15 @@ async fn run_serve(s: Settings, a: cli::ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// A camera source in words, for people (never credentials: each source's
+/// `Debug` leaves them out).
 fn describe(src: &ingest::source::SourceSpec) -> String {
     match src {
         ingest::source::SourceSpec::Synthetic(c) => {
             format!("synthetic {}x{} {}fps {}", c.width, c.height, c.fps, c.codec.name())
         }
+        #[allow(unreachable_patterns)]
+        other => format!("{other:?}"),
     }
 }
 

@@ -35,6 +35,26 @@ pub async fn run(s: Settings, json: bool) -> Result<()> {
             t.name, t.delivery, parts, retention, end, t.records, groups
         );
     }
+    // Each camera's newest state, from the compacted vigil.cameras.
+    let (kafka, plan) = (s.kafka.clone(), s.plan.clone());
+    let partitions = plan.iter().find(|t| t.name == bus::topics::CAMERAS).map_or(1, |t| t.partitions);
+    let states = tokio::task::spawn_blocking(move || {
+        bus::cameras::read_all(&kafka, partitions, std::time::Duration::from_secs(3))
+    })
+    .await??;
+    if !states.is_empty() {
+        println!("\n{:<20} {:<6} {:<5} {:<24} {:>10}  last error", "camera", "stream", "state", "since", "reconnects");
+        for c in states {
+            let since = humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_micros(c.since_us.max(0) as u64),
+            );
+            let state = if c.up { "up" } else { "down" };
+            println!(
+                "{:<20} {:<6} {:<5} {:<24} {:>10}  {}",
+                c.camera, c.stream, state, since, c.reconnects, c.last_error
+            );
+        }
+    }
     Ok(())
 }
 

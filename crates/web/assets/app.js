@@ -333,9 +333,11 @@ async function statusPage() {
   const s = await api('/api/status');
   main.innerHTML = `<h1>Status</h1>
     <p>Archive: ${fmtBytes(s.archive_bytes)} used, ${fmtBytes(s.free_bytes)} free; reaches back to ${s.oldest_us ? fmtTime(s.oldest_us) : '—'}. Live feeds: ${s.live_feeds}.</p>
-    <table><tr><th>camera<th>state<th>source<th>codec<th>newest frame<th>oldest frame<th>frames archived</tr>
+    <table><tr><th>camera<th>state<th>since<th>reconnects<th>last error<th>source<th>codec<th>newest frame<th>oldest frame<th>frames archived</tr>
     ${s.cameras.map(c => `<tr><td><a href="#/camera/${encodeURIComponent(c.id)}">${esc(c.id)}</a>
-      <td class="${c.up ? 'up' : 'down'}">${c.up ? 'up' : 'down'}<td>${esc(c.source)}<td>${esc(c.codec || '')}
+      <td class="${c.up ? 'up' : 'down'}">${c.up ? 'up' : 'down'}<td>${c.state ? fmtTime(c.state.since_us) : ''}
+      <td class=num>${c.state ? c.state.reconnects : ''}<td class=muted>${esc(c.state?.last_error || '')}
+      <td>${esc(c.source)}<td>${esc(c.codec || '')}
       <td>${c.last_us ? fmtTime(c.last_us) : '—'}<td>${c.first_us ? fmtTime(c.first_us) : '—'}<td class=num>${c.frames}`).join('')}</table>`;
 }
 

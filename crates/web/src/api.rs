@@ -112,7 +112,12 @@ struct CameraView {
     source: String,
     sub: bool,
     codec: Option<String>,
+    /// From ingest's state record when there is one, else whether the
+    /// archive has a frame from the last 15 s.
     up: bool,
+    /// Ingest's view of the main stream (`vigil.cameras`): since when up or
+    /// down, reconnects, why the last session ended.
+    state: Option<bus::cameras::CameraState>,
     /// Newest and oldest archived frame.
     last_us: Option<i64>,
     first_us: Option<i64>,
@@ -122,6 +127,7 @@ struct CameraView {
 async fn camera_views(app: &App, user: &User) -> Result<Vec<CameraView>, ApiError> {
     let recorded: HashMap<String, archive::index::CameraSummary> =
         app.index.cameras().await.map_err(ApiError::internal)?.into_iter().map(|c| (c.camera.clone(), c)).collect();
+    let states = camera_states(app).await;
     let now = bus::now_us();
     Ok(app
         .cameras
@@ -129,18 +135,38 @@ async fn camera_views(app: &App, user: &User) -> Result<Vec<CameraView>, ApiErro
         .filter(|c| user.may_view(&c.id))
         .map(|c| {
             let r = recorded.get(&c.id);
+            let state = states.get(&c.id).cloned();
             CameraView {
                 id: c.id.clone(),
                 source: c.source.clone(),
                 sub: c.sub,
                 codec: r.map(|r| r.codec.clone()),
-                up: r.is_some_and(|r| now - r.last_us < DOWN_AFTER_US),
+                up: state.as_ref().map_or_else(|| r.is_some_and(|r| now - r.last_us < DOWN_AFTER_US), |s| s.up),
+                state,
                 last_us: r.map(|r| r.last_us),
                 first_us: r.map(|r| r.first_us),
                 frames: r.map_or(0, |r| r.frames),
             }
         })
         .collect())
+}
+
+/// Ingest's newest state of each camera's main stream; empty when the
+/// broker cannot be asked (the page then falls back to the archive).
+async fn camera_states(app: &App) -> HashMap<String, bus::cameras::CameraState> {
+    let kafka = app.kafka.clone();
+    let partitions = app.plan.iter().find(|t| t.name == bus::topics::CAMERAS).map_or(1, |t| t.partitions);
+    let read = tokio::task::spawn_blocking(move || {
+        bus::cameras::read_all(&kafka, partitions, std::time::Duration::from_secs(2))
+    });
+    match read.await {
+        Ok(Ok(states)) => states.into_iter().filter(|s| s.stream == "main").map(|s| (s.camera.clone(), s)).collect(),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "camera states");
+            HashMap::new()
+        }
+        Err(_) => HashMap::new(),
+    }
 }
 
 async fn cameras(State(app): State<App>, user: User) -> Result<Json<Vec<CameraView>>, ApiError> {

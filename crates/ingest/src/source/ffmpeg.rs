@@ -1,0 +1,890 @@
+//! Cameras through an ffmpeg child process: `ffmpeg:ARGS` (anything ffmpeg
+//! reads: V4L2, RTSP, RTMP, HLS, SRT, a generator) and `file:PATH` (an
+//! MP4/MKV/raw H.264/H.265 file, by way of the same path).
+//!
+//! vigil runs `ffmpeg -hide_banner -loglevel error -nostdin ARGS -an -sn -dn
+//! OUTPUT` and splits OUTPUT (ffmpeg's stdout) into frames. OUTPUT follows
+//! the video codec that the last `-c:v`/`-vcodec`/`-codec:v`/`-c`/`-codec`
+//! after the last `-i` names:
+//!
+//! - `mjpeg`: `-f mjpeg pipe:1`, split into JPEG images (`jpeg.rs`);
+//! - `libx265` or `hevc…`: `-bsf:v hevc_mp4toannexb,hevc_metadata=aud=insert
+//!   -f hevc pipe:1`;
+//! - anything else is taken to be H.264 (`-c:v copy` is added when ARGS name
+//!   no codec): `-bsf:v h264_mp4toannexb,h264_metadata=aud=insert -f h264
+//!   pipe:1`.
+//!
+//! The AUD insert makes access units exact to split (`annexb.rs`);
+//! `*_mp4toannexb` puts the parameter sets from an MP4/MKV header in band
+//! (without it ffmpeg 5.1 drops them when copying from a container) and
+//! passes an Annex-B input through.
+//!
+//! `file:PATH?OPTIONS` (options `&`-separated, all optional): real-time pace
+//! (`-re`) unless `fast`; `loop` plays the file again when it ends (vigil
+//! restarts ffmpeg: ffmpeg 5.1's `-stream_loop` stops after the first pass
+//! when bitstream filters are used). `ffprobe` picks the codec: H.264,
+//! H.265 and MJPEG are copied, anything else is encoded with libx264.
+//!
+//! Clocks: capture time is arrival (the moment a whole frame has been read
+//! from ffmpeg). `pts_90k` is the arrival clock since the session started
+//! for `ffmpeg:`, and the frame count times the file's frame rate for
+//! `file:` (so a file played `fast` keeps its media timeline).
+//!
+//! Failure: ffmpeg exiting, a stream the splitters reject, or no frame for
+//! 10 s end the session with the reason (ffmpeg's last stderr lines
+//! included); the supervisor reconnects. The child is killed and reaped
+//! whenever a session ends, however it ends (`Drop`). Key frames cannot be
+//! requested from ffmpeg: after a drop the buffer waits for the next one.
+
+use super::{Captured, Sink, SourceError, annexb, jpeg};
+use media::Codec;
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A session with no frame for this long has failed.
+pub const NO_FRAME: Duration = Duration::from_secs(10);
+/// How often a session looks at `Sink::stopping` while no frame arrives.
+const POLL: Duration = Duration::from_millis(100);
+/// ffmpeg's last stderr lines kept for the error.
+const STDERR_LINES: usize = 4;
+const STDERR_LINE_BYTES: usize = 300;
+
+/// `ffmpeg:ARGS`. `Debug` leaves out credentials in URLs.
+#[derive(Clone, PartialEq)]
+pub struct Config {
+    /// ffmpeg's input arguments, as given.
+    pub args: Vec<String>,
+    pub codec: Codec,
+    /// ARGS name no video codec: copy the input's (taken to be H.264).
+    copy: bool,
+}
+
+impl Config {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let args = split_args(s)?;
+        let input = args.iter().rposition(|a| a == "-i").filter(|&i| i + 1 < args.len());
+        let input = input.ok_or_else(|| format!("ffmpeg:{}: no input (ARGS must contain -i INPUT)", redact(s)))?;
+        let mut codec = None;
+        let mut i = input + 2;
+        while i + 1 < args.len() {
+            if matches!(args[i].as_str(), "-c:v" | "-c:v:0" | "-vcodec" | "-codec:v" | "-codec:v:0" | "-c" | "-codec") {
+                codec = Some(args[i + 1].as_str());
+                i += 1;
+            }
+            i += 1;
+        }
+        let (codec, copy) = match codec {
+            None => (Codec::H264, true),
+            Some("mjpeg") => (Codec::Mjpeg, false),
+            Some(c) if c == "libx265" || c.starts_with("hevc") => (Codec::H265, false),
+            Some(_) => (Codec::H264, false),
+        };
+        Ok(Config { args, codec, copy })
+    }
+
+    /// ffmpeg's whole command line (after the program name).
+    pub fn command(&self) -> Vec<String> {
+        let mut c = head();
+        c.extend(self.args.iter().cloned());
+        if self.copy {
+            c.extend(["-c:v".into(), "copy".into()]);
+        }
+        c.extend(output(self.codec));
+        c
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ffmpeg {} ({})", redact(&self.args.join(" ")), self.codec.name())
+    }
+}
+
+/// `s` with the user and password of every `scheme://user:password@host`
+/// replaced by `***` (ffmpeg repeats its input URL in its errors).
+pub fn redact(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let authority =
+            tail.find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"').unwrap_or(tail.len());
+        match tail[..authority].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `file:PATH[?loop][&fast]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileConfig {
+    pub path: PathBuf,
+    /// Play again from the start when the file ends.
+    pub looping: bool,
+    /// As fast as ffmpeg reads, not at real-time pace.
+    pub fast: bool,
+}
+
+impl FileConfig {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        // Options follow the last `?`, unless the whole string names a file.
+        let (path, opts) = match s.rsplit_once('?') {
+            Some((p, o)) if !Path::new(s).exists() => (p, o),
+            _ => (s, ""),
+        };
+        let (mut looping, mut fast) = (false, false);
+        for o in opts.split('&').filter(|o| !o.is_empty()) {
+            match o {
+                "loop" => looping = true,
+                "fast" => fast = true,
+                _ => return Err(format!("file:{s}: unknown option `{o}` (expected loop, fast: file:PATH?loop&fast)")),
+            }
+        }
+        if path.is_empty() {
+            return Err("file: needs a path: file:PATH[?loop][&fast]".into());
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => Err(format!("file:{path}: is a directory")),
+            Ok(_) => Ok(FileConfig { path: path.into(), looping, fast }),
+            Err(e) => Err(format!("file:{path}: {e}")),
+        }
+    }
+
+    /// ffmpeg's command line for a file whose video ffprobe described.
+    fn command(&self, probe: &Probe) -> (Codec, Vec<String>) {
+        let mut c = head();
+        if !self.fast {
+            c.push("-re".into());
+        }
+        // `file:` so that a `:` in the path is not read as a protocol.
+        c.extend(["-i".into(), format!("file:{}", self.path.display()), "-map".into(), "0:v:0".into()]);
+        let codec = match probe.codec.as_str() {
+            "h264" => Codec::H264,
+            "hevc" => Codec::H265,
+            "mjpeg" => Codec::Mjpeg,
+            _ => {
+                c.extend(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency"].map(String::from));
+                return (Codec::H264, [c, output(Codec::H264)].concat());
+            }
+        };
+        c.extend(["-c:v".into(), "copy".into()]);
+        (codec, [c, output(codec)].concat())
+    }
+}
+
+fn head() -> Vec<String> {
+    ["-hide_banner", "-loglevel", "error", "-nostdin"].map(String::from).to_vec()
+}
+
+fn output(codec: Codec) -> Vec<String> {
+    let (bsf, format) = match codec {
+        Codec::H264 => (Some("h264_mp4toannexb,h264_metadata=aud=insert"), "h264"),
+        Codec::H265 => (Some("hevc_mp4toannexb,hevc_metadata=aud=insert"), "hevc"),
+        Codec::Mjpeg => (None, "mjpeg"),
+    };
+    let mut o: Vec<String> = ["-an", "-sn", "-dn"].map(String::from).to_vec();
+    if let Some(b) = bsf {
+        o.extend(["-bsf:v".into(), b.into()]);
+    }
+    o.extend(["-flush_packets", "1", "-f", format, "pipe:1"].map(String::from));
+    o
+}
+
+/// Splits ARGS like a shell: words at whitespace; `'…'` literal; `"…"`
+/// with `\"` and `\\`; outside quotes `\` escapes the next character.
+pub fn split_args(s: &str) -> Result<Vec<String>, String> {
+    let (mut out, mut word, mut in_word) = (Vec::new(), String::new(), false);
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                in_word = true;
+                loop {
+                    match (c, chars.next()) {
+                        (_, None) => return Err(format!("`{s}`: unterminated {c} quote")),
+                        (q, Some(d)) if d == q => break,
+                        ('"', Some('\\')) => match chars.next() {
+                            Some(e @ ('"' | '\\')) => word.push(e),
+                            Some(e) => word.extend(['\\', e]),
+                            None => return Err(format!("`{s}`: unterminated \" quote")),
+                        },
+                        (_, Some(d)) => word.push(d),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                word.push(chars.next().unwrap_or('\\'));
+            }
+            c if c.is_whitespace() => {
+                if std::mem::take(&mut in_word) {
+                    out.push(std::mem::take(&mut word));
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(word);
+    }
+    Ok(out)
+}
+
+/// An `ffmpeg:` camera session.
+pub fn session(cfg: &Config, sink: &mut Sink) -> Result<(), SourceError> {
+    let mut ff = Process::spawn("ffmpeg", &cfg.command(), cfg.codec)?;
+    let (start, mut last_pts) = (Instant::now(), -1);
+    loop {
+        let Some(f) = ff.next(&|| sink.stopping())? else { return Ok(()) };
+        // Frames read at once arrive at one instant: keep pts increasing.
+        let pts_90k = arrival_90k(start, f.at).max(last_pts + 1);
+        last_pts = pts_90k;
+        sink.frame(Captured { codec: cfg.codec, key: f.key, capture_us: f.at_us, pts_90k, data: f.data });
+    }
+}
+
+/// A `file:` camera session.
+pub fn file_session(cfg: &FileConfig, sink: &mut Sink) -> Result<(), SourceError> {
+    let probe = Probe::run(&cfg.path, &|| sink.stopping())?;
+    let (codec, args) = cfg.command(&probe);
+    let (start, mut last_pts) = (Instant::now(), -1);
+    let mut n: i64 = 0;
+    loop {
+        let mut ff = Process::spawn("ffmpeg", &args, codec)?;
+        let before = n;
+        while let Some(f) = ff.next(&|| sink.stopping())? {
+            let pts_90k = match probe.fps {
+                Some((num, den)) => n.saturating_mul(90_000 * den) / num,
+                None => arrival_90k(start, f.at),
+            }
+            .max(last_pts + 1);
+            (last_pts, n) = (pts_90k, n + 1);
+            sink.frame(Captured { codec, key: f.key, capture_us: f.at_us, pts_90k, data: f.data });
+        }
+        if !cfg.looping || sink.stopping() {
+            return Ok(());
+        }
+        if n == before {
+            return Err(SourceError::Stream(format!("{}: no video frames to loop", cfg.path.display())));
+        }
+    }
+}
+
+/// The arrival clock since `start`, 90 kHz.
+fn arrival_90k(start: Instant, at: Instant) -> i64 {
+    (at.saturating_duration_since(start).as_micros() as i64) * 9 / 100
+}
+
+/// What ffprobe says about a file's first video stream.
+struct Probe {
+    codec: String,
+    /// Frames per second as a fraction, when known.
+    fps: Option<(i64, i64)>,
+}
+
+impl Probe {
+    fn run(path: &Path, stopping: &dyn Fn() -> bool) -> Result<Self, SourceError> {
+        let file = format!("file:{}", path.display());
+        let args =
+            ["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,avg_frame_rate,r_frame_rate"];
+        let child = Command::new("ffprobe")
+            .args(args)
+            .args(["-of", "default=noprint_wrappers=1", file.as_str()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| SourceError::Connect(format!("cannot start ffprobe: {e}")))?;
+        let mut child = Reaped(child);
+        let deadline = Instant::now() + NO_FRAME;
+        let status = loop {
+            if let Some(s) = child.0.try_wait().map_err(|e| SourceError::Connect(format!("ffprobe: {e}")))? {
+                break s;
+            }
+            if stopping() || Instant::now() > deadline {
+                return Err(SourceError::Connect(format!("ffprobe {}: no answer in {NO_FRAME:?}", path.display())));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Small outputs: they fit the pipes, so reading after exit is safe.
+        let (mut out, mut err) = (String::new(), String::new());
+        if let Some(s) = child.0.stdout.as_mut() {
+            let _ = s.take(1 << 16).read_to_string(&mut out);
+        }
+        if let Some(s) = child.0.stderr.as_mut() {
+            let _ = s.take(1 << 16).read_to_string(&mut err);
+        }
+        if !status.success() {
+            return Err(SourceError::Connect(format!("ffprobe {}: {}", path.display(), err.trim())));
+        }
+        let field = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).unwrap_or("");
+        let codec = field("codec_name").to_string();
+        if codec.is_empty() {
+            return Err(SourceError::Connect(format!("{}: no video stream", path.display())));
+        }
+        let rate = |s: &str| {
+            let (a, b) = s.split_once('/')?;
+            let (a, b) = (a.parse::<i64>().ok()?, b.parse::<i64>().ok()?);
+            (a > 0 && b > 0 && a / b < 1000 && b < 1 << 24).then_some((a, b))
+        };
+        Ok(Probe { codec, fps: rate(field("avg_frame_rate")).or_else(|| rate(field("r_frame_rate"))) })
+    }
+}
+
+/// A child process that is killed and reaped when dropped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A frame as read from ffmpeg.
+struct Out {
+    data: Vec<u8>,
+    key: bool,
+    /// Arrival: wall clock, and monotonic.
+    at_us: i64,
+    at: Instant,
+}
+
+enum Msg {
+    Frame(Out),
+    Failed(SourceError),
+    /// ffmpeg's output ended; the last frame, if whole.
+    End(Option<Out>),
+}
+
+/// A running ffmpeg and the threads that read its output; dropping it
+/// kills and reaps the process and ends the threads.
+struct Process {
+    child: Reaped,
+    frames: Receiver<Msg>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    readers: Vec<JoinHandle<()>>,
+    last_frame: Instant,
+    frames_seen: u64,
+    no_frame: Duration,
+    ended: bool,
+}
+
+impl Process {
+    fn spawn(program: &str, args: &[String], codec: Codec) -> Result<Self, SourceError> {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| SourceError::Connect(format!("cannot start {program}: {e}")))?;
+        let mut child = Reaped(child);
+        #[cfg(test)]
+        tests::SPAWNED.lock().unwrap_or_else(|e| e.into_inner()).push((args.join(" "), child.0.id()));
+        let (stdout, stderr) = (child.0.stdout.take(), child.0.stderr.take());
+        let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+            return Err(SourceError::Connect(format!("{program}: no pipes")));
+        };
+        // Few frames in flight: the reader blocks, then ffmpeg, when the
+        // session is slow; memory stays bounded by the splitters' limits.
+        let (tx, frames) = sync_channel(4);
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let split = match codec {
+            Codec::Mjpeg => Split::Jpeg(jpeg::Splitter::default()),
+            c => Split::AnnexB(annexb::Splitter::new(c)),
+        };
+        let mut p = Process {
+            child,
+            frames,
+            stderr: tail.clone(),
+            readers: Vec::new(),
+            last_frame: Instant::now(),
+            frames_seen: 0,
+            no_frame: NO_FRAME,
+            ended: false,
+        };
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| SourceError::Connect(format!("cannot start a thread: {e}")))
+        };
+        p.readers.push(spawn("ffmpeg-out", Box::new(move || read_frames(stdout, split, tx)))?);
+        p.readers.push(spawn("ffmpeg-err", Box::new(move || read_stderr(stderr, tail)))?);
+        Ok(p)
+    }
+
+    /// The next frame; `None` when ffmpeg's output ended cleanly or the
+    /// camera is stopping. Waits at most `POLL` between looks at `stopping`.
+    fn next(&mut self, stopping: &dyn Fn() -> bool) -> Result<Option<Out>, SourceError> {
+        while !self.ended && !stopping() {
+            match self.frames.recv_timeout(POLL) {
+                Ok(Msg::Frame(f)) => {
+                    self.last_frame = Instant::now();
+                    self.frames_seen += 1;
+                    return Ok(Some(f));
+                }
+                Ok(Msg::Failed(e)) => return Err(self.failed(e)),
+                Ok(Msg::End(last)) => return self.end(last, stopping),
+                Err(RecvTimeoutError::Disconnected) => return self.end(None, stopping),
+                Err(RecvTimeoutError::Timeout) if self.last_frame.elapsed() > self.no_frame => {
+                    return Err(SourceError::Timeout(self.no_frame));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// ffmpeg's output ended: its exit status decides.
+    fn end(&mut self, last: Option<Out>, stopping: &dyn Fn() -> bool) -> Result<Option<Out>, SourceError> {
+        self.ended = true;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let status = loop {
+            match self.child.0.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if Instant::now() < deadline && !stopping() => std::thread::sleep(Duration::from_millis(20)),
+                _ => break None,
+            }
+        };
+        match status {
+            Some(s) if s.success() => Ok(last),
+            Some(s) => {
+                let what = match s.code() {
+                    Some(c) => format!("ffmpeg exited with status {c}"),
+                    None => format!("ffmpeg was killed ({s})"),
+                };
+                Err(self.failed(SourceError::Stream(what)))
+            }
+            None => Err(self.failed(SourceError::Stream("ffmpeg closed its output but did not exit".into()))),
+        }
+    }
+
+    /// `e` with ffmpeg's last stderr lines; a connection error if no frame
+    /// ever came.
+    fn failed(&mut self, e: SourceError) -> SourceError {
+        // The stderr reader ends when ffmpeg does: give it a moment to
+        // catch the last lines.
+        if self.child.0.try_wait().ok().flatten().is_some() {
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let mut text = match e {
+            SourceError::Stream(s) | SourceError::Connect(s) => s,
+            other => return other,
+        };
+        let lines = self.stderr.lock().map(|l| l.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        if !lines.is_empty() {
+            text = format!("{text}: {}", lines.join("; "));
+        }
+        if self.frames_seen == 0 { SourceError::Connect(text) } else { SourceError::Stream(text) }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+        // Unblock a reader waiting to send, then let both see end of file.
+        drop(std::mem::replace(&mut self.frames, sync_channel(0).1));
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for r in self.readers.drain(..).filter(|r| r.is_finished()) {
+            let _ = r.join();
+        }
+    }
+}
+
+enum Split {
+    AnnexB(annexb::Splitter),
+    Jpeg(jpeg::Splitter),
+}
+
+impl Split {
+    /// Frames (data, key) that `data` completes; those before an error too.
+    fn push(&mut self, data: &[u8], out: &mut Vec<(Vec<u8>, bool)>) -> Result<(), SourceError> {
+        match self {
+            Split::AnnexB(s) => {
+                let mut units = Vec::new();
+                let r = s.push(data, &mut units);
+                out.extend(units.into_iter().map(|u| (u.data, u.key)));
+                r
+            }
+            Split::Jpeg(s) => {
+                let mut images = Vec::new();
+                let r = s.push(data, &mut images);
+                out.extend(images.into_iter().map(|j| (j, true)));
+                r
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Option<(Vec<u8>, bool)> {
+        match self {
+            Split::AnnexB(s) => s.finish().ok().flatten().map(|u| (u.data, u.key)),
+            Split::Jpeg(_) => None, // an image is complete at its EOI
+        }
+    }
+}
+
+fn read_frames(mut stdout: ChildStdout, mut split: Split, tx: SyncSender<Msg>) {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut frames = Vec::new();
+    let stamp = |(data, key): (Vec<u8>, bool)| Out { data, key, at_us: bus::now_us(), at: Instant::now() };
+    loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(SourceError::Stream(format!("reading ffmpeg's output: {e}"))));
+                return;
+            }
+        };
+        let r = split.push(&buf[..n], &mut frames);
+        for f in frames.drain(..) {
+            if tx.send(Msg::Frame(stamp(f))).is_err() {
+                return; // the session is gone
+            }
+        }
+        if let Err(e) = r {
+            let _ = tx.send(Msg::Failed(e));
+            return;
+        }
+    }
+    let _ = tx.send(Msg::End(split.finish().map(stamp)));
+}
+
+/// Keeps ffmpeg's last stderr lines (bounded in number and length).
+fn read_stderr(mut stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut buf = [0u8; 4096];
+    let mut line = Vec::new();
+    let keep = |line: &mut Vec<u8>| {
+        let text = redact(String::from_utf8_lossy(line).trim());
+        line.clear();
+        if text.is_empty() {
+            return;
+        }
+        tracing::debug!(stderr = %text, "ffmpeg");
+        if let Ok(mut t) = tail.lock() {
+            t.push_back(text);
+            while t.len() > STDERR_LINES {
+                t.pop_front();
+            }
+        }
+    };
+    while let Ok(n) = stderr.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
+            match b {
+                b'\n' | b'\r' => keep(&mut line),
+                _ if line.len() < STDERR_LINE_BYTES => line.push(b),
+                _ => {}
+            }
+        }
+    }
+    keep(&mut line);
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::source::{SourceSpec, run_for};
+
+    /// (command line, pid) of every process spawned, for tests that kill one.
+    pub(in crate::source) static SPAWNED: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
+
+    #[test]
+    fn splits_args_like_a_shell() {
+        let ok = |s: &str| split_args(s).unwrap();
+        assert_eq!(ok("  -i  a.mp4 "), ["-i", "a.mp4"]);
+        assert_eq!(
+            ok(r#"-i 'rtsp://u:p@cam/a b' -vf "drawtext=text='x y'" x\ y"#),
+            ["-i", "rtsp://u:p@cam/a b", "-vf", "drawtext=text='x y'", "x y"]
+        );
+        assert_eq!(ok(r#""a\"b\\c\d" '' """#), [r#"a"b\c\d"#, "", ""]);
+        assert_eq!(ok(r"a\"), ["a\\"]);
+        assert!(split_args("-i 'open").unwrap_err().contains("unterminated"));
+        assert!(split_args("-i \"open\\\"").unwrap_err().contains("unterminated"));
+        assert!(ok("").is_empty());
+    }
+
+    #[test]
+    fn the_codec_picks_the_output() {
+        let cfg = |s: &str| Config::parse(s).unwrap();
+        let tail = |c: &Config| c.command()[c.command().len() - 10..].join(" ");
+        let copy = cfg("-rtsp_transport tcp -i rtsp://cam/1");
+        assert_eq!((copy.codec, copy.copy), (Codec::H264, true));
+        assert_eq!(
+            copy.command().join(" "),
+            "-hide_banner -loglevel error -nostdin -rtsp_transport tcp -i rtsp://cam/1 -c:v copy -an -sn -dn \
+             -bsf:v h264_mp4toannexb,h264_metadata=aud=insert -flush_packets 1 -f h264 pipe:1"
+        );
+        // A decoder chosen before -i is not the output codec.
+        let c = cfg("-c:v h264_cuvid -i x -c:v mjpeg -q:v 5");
+        assert_eq!((c.codec, c.copy), (Codec::Mjpeg, false));
+        assert_eq!(tail(&c), "-q:v 5 -an -sn -dn -flush_packets 1 -f mjpeg pipe:1");
+        for (args, codec) in [
+            ("-i x -vcodec mjpeg", Codec::Mjpeg),
+            ("-i x -c:v libx265", Codec::H265),
+            ("-i x -codec:v hevc_nvenc", Codec::H265),
+            ("-i x -c:v libx264", Codec::H264),
+            ("-i x -c copy", Codec::H264),
+            ("-i a -i x -c:v libx265 -c:v libx264", Codec::H264),
+        ] {
+            assert_eq!(cfg(args).codec, codec, "{args}");
+            assert!(!cfg(args).copy, "{args}");
+        }
+        assert!(
+            cfg("-i x -c:v libx265").command().join(" ").contains("hevc_metadata=aud=insert -flush_packets 1 -f hevc")
+        );
+        for bad in ["", "-f lavfi", "-i", "-i 'x"] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_are_left_out() {
+        assert_eq!(redact("rtsp://admin:s3cret@10.0.0.5:554/live?x=1: 401"), "rtsp://***@10.0.0.5:554/live?x=1: 401");
+        assert_eq!(redact("a http://u@h/p and srt://h:1 rtmp://u:p@h"), "a http://***@h/p and srt://h:1 rtmp://***@h");
+        assert_eq!(redact("x://"), "x://");
+        let cfg = Config::parse("-rtsp_transport tcp -i 'rtsp://admin:s3cret@cam/1'").unwrap();
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        assert!(!Config::parse("rtsp://admin:s3cret@cam/1").unwrap_err().contains("s3cret"));
+        // Both read text from outside (ffmpeg's stderr, config): never panic.
+        let mut rng = media::fuzz::Rng::new(0x7ed);
+        let alphabet = ['a', ':', '/', '@', ' ', '\'', '"', '\\', 'é', '€', '\n'];
+        for _ in 0..20_000 {
+            let s: String = (0..rng.below(24)).map(|_| alphabet[rng.below(alphabet.len())]).collect();
+            let r = redact(&s);
+            assert!(r.len() <= s.len() + 3 * s.matches("://").count(), "{s:?} -> {r:?}");
+            let _ = split_args(&s);
+        }
+    }
+
+    #[test]
+    fn file_options() {
+        let dir = temp_dir("opts");
+        let f = dir.join("a?b.mp4");
+        std::fs::write(&f, b"x").unwrap();
+        let p = |s: String| FileConfig::parse(&s);
+        let plain = p(f.display().to_string()).unwrap(); // a `?` in the name
+        assert_eq!((plain.path.clone(), plain.looping, plain.fast), (f.clone(), false, false));
+        let both = p(format!("{}?loop&fast", f.display())).unwrap();
+        assert_eq!((both.path, both.looping, both.fast), (f.clone(), true, true));
+        assert!(p(format!("{}?fast", f.display())).unwrap().fast);
+        assert!(p(format!("{}?often", f.display())).unwrap_err().contains("unknown option `often`"));
+        assert!(p("/no/such/file.mp4".into()).unwrap_err().contains("No such file"));
+        assert!(p(dir.display().to_string()).unwrap_err().contains("directory"));
+        assert!(p(String::new()).is_err());
+        let probe = Probe { codec: "vp9".into(), fps: None };
+        let (codec, args) = FileConfig { path: "/v/a:b.mkv".into(), looping: false, fast: true }.command(&probe);
+        assert_eq!(codec, Codec::H264);
+        assert!(args.join(" ").contains("-nostdin -i file:/v/a:b.mkv -map 0:v:0 -c:v libx264"), "{args:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    pub(crate) fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("vigil-ffmpeg-{name}-{}-{}", std::process::id(), bus::now_us()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// ffmpeg decodes `data` (a raw stream of `format`) without an error.
+    fn decodes(format: &str, data: &[u8]) {
+        let dir = temp_dir("decode");
+        let f = dir.join("stream");
+        std::fs::write(&f, data).unwrap();
+        let out = Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-nostdin", "-f", format, "-i"])
+            .arg(&f)
+            .args(["-f", "null", "-"])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+        assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn nal_types(au: &[u8], hevc: bool) -> Vec<u8> {
+        annexb::nal_units(au).iter().map(|&(s, _)| if hevc { (au[s] >> 1) & 0x3f } else { au[s] & 0x1f }).collect()
+    }
+
+    /// A paced test picture, one encoder thread (the test machines are small).
+    const TESTSRC: &str = "-re -f lavfi -i testsrc2=size=160x120:rate=15 -threads 1";
+
+    fn live(spec: &str, d: Duration) -> Vec<media::Frame> {
+        let t = Instant::now();
+        let frames = run_for(SourceSpec::parse(spec).unwrap(), d);
+        eprintln!("{spec}: {} frames in {:?}", frames.len(), t.elapsed());
+        assert!(frames.len() >= 10, "{} frames", frames.len());
+        assert!(frames[0].meta.key && frames[0].meta.discontinuity);
+        for w in frames.windows(2) {
+            let (a, b) = (&w[0].meta, &w[1].meta);
+            assert!(b.capture_us > a.capture_us && b.pts_90k > a.pts_90k && b.seq == a.seq + 1 && !b.discontinuity);
+        }
+        frames
+    }
+
+    #[test]
+    fn h264_from_ffmpeg() {
+        let frames = live(&format!("ffmpeg:{TESTSRC} -c:v libx264 -g 15 -tune zerolatency"), Duration::from_secs(2));
+        assert!(frames.iter().all(|f| f.meta.codec == Codec::H264));
+        let types = nal_types(&frames[0].payload, false);
+        assert!(types.starts_with(&[9]) && [7, 8, 5].iter().all(|t| types.contains(t)), "{types:?}");
+        assert!(frames.iter().filter(|f| f.meta.key).count() >= 2);
+        let stream: Vec<u8> = frames.iter().flat_map(|f| f.payload.iter().copied()).collect();
+        decodes("h264", &stream);
+    }
+
+    #[test]
+    fn h265_from_ffmpeg() {
+        let spec = format!("ffmpeg:{TESTSRC} -c:v libx265 -preset ultrafast -g 15 -x265-params log-level=error");
+        let frames = live(&spec, Duration::from_secs(3));
+        assert!(frames.iter().all(|f| f.meta.codec == Codec::H265));
+        let types = nal_types(&frames[0].payload, true);
+        assert!(types.starts_with(&[35]) && [32, 33, 34].iter().all(|t| types.contains(t)), "{types:?}");
+        let stream: Vec<u8> = frames.iter().flat_map(|f| f.payload.iter().copied()).collect();
+        decodes("hevc", &stream);
+    }
+
+    #[test]
+    fn mjpeg_from_ffmpeg() {
+        let frames = live(&format!("ffmpeg:{TESTSRC} -c:v mjpeg -q:v 5"), Duration::from_secs(2));
+        for f in &frames {
+            assert!(f.meta.key && f.meta.codec == Codec::Mjpeg);
+            assert!(f.payload.starts_with(&[0xff, 0xd8]) && f.payload.ends_with(&[0xff, 0xd9]));
+        }
+        // Whole images: a cut or merged one would not decode cleanly.
+        decodes("mjpeg", &frames.iter().flat_map(|f| f.payload.iter().copied()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn files_fast_and_at_real_time_pace() {
+        let dir = temp_dir("file");
+        let mp4 = dir.join("clip.mp4");
+        let made = Command::new("ffmpeg")
+            .args(["-hide_banner", "-v", "error", "-nostdin", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10"])
+            .args(["-t", "1", "-threads", "1", "-c:v", "libx264", "-g", "5", "-pix_fmt", "yuv420p"])
+            .arg(&mp4)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Fast and looping: many passes in a second, 10 frames each.
+        let t = Instant::now();
+        let fast =
+            run_for(SourceSpec::parse(&format!("file:{}?loop&fast", mp4.display())).unwrap(), Duration::from_secs(1));
+        eprintln!("fast: {} frames in {:?}", fast.len(), t.elapsed());
+        assert!(fast.len() >= 20, "{} frames", fast.len());
+        assert!(fast.iter().filter(|f| f.meta.discontinuity).count() == 1, "a pass is not a reconnect");
+        assert!(fast.windows(2).all(|w| w[1].meta.pts_90k == w[0].meta.pts_90k + 9000));
+        let types = nal_types(&fast[0].payload, false);
+        assert!(types.starts_with(&[9]) && [7, 8, 5].iter().all(|t| types.contains(t)), "{types:?}");
+        decodes("h264", &fast[..10].iter().flat_map(|f| f.payload.iter().copied()).collect::<Vec<_>>());
+        // Real time: 10 fps.
+        let t = Instant::now();
+        let paced =
+            run_for(SourceSpec::parse(&format!("file:{}?loop", mp4.display())).unwrap(), Duration::from_millis(1500));
+        let gaps: Vec<i64> = paced.windows(2).map(|w| (w[1].meta.capture_us - w[0].meta.capture_us) / 1000).collect();
+        eprintln!("paced: {} frames in {:?}, ms apart: {gaps:?}", paced.len(), t.elapsed());
+        // ffmpeg's -re lets the first frames of a pass (B-frame delay) out at once.
+        assert!((6..=20).contains(&paced.len()), "{} frames", paced.len());
+        assert!(gaps.iter().filter(|g| (70..=150).contains(*g)).count() >= gaps.len() / 2, "{gaps:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_failing_ffmpeg_is_a_clear_error_and_retried() {
+        let cfg = Config::parse("-i /no/such/file.mp4").unwrap();
+        let mut p = Process::spawn("ffmpeg", &cfg.command(), cfg.codec).unwrap();
+        let e = p.next(&|| false).err().expect("an error");
+        assert!(matches!(e, SourceError::Connect(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("ffmpeg exited with status 1") && text.contains("No such file or directory"), "{text}");
+        // Under the supervisor: retried (several spawns), no frames, no panic.
+        let t = Instant::now();
+        let before = spawned("/no/such/other.mp4");
+        assert!(
+            run_for(SourceSpec::parse("ffmpeg:-i /no/such/other.mp4").unwrap(), Duration::from_millis(1500)).is_empty()
+        );
+        assert!(spawned("/no/such/other.mp4") >= before + 2, "retried");
+        assert!(t.elapsed() < Duration::from_secs(3));
+    }
+
+    fn spawned(needle: &str) -> usize {
+        SPAWNED.lock().unwrap().iter().filter(|(a, _)| a.contains(needle)).count()
+    }
+
+    #[test]
+    fn garbage_silence_and_stopping() {
+        let sh = |script: &str| vec!["-c".to_string(), script.to_string()];
+        // Garbage on stdout: a stream error at once.
+        let mut p = Process::spawn("sh", &sh("echo oops; exec sleep 5"), Codec::H264).unwrap();
+        let e = p.next(&|| false).err().expect("an error").to_string();
+        assert!(e.contains("not an Annex-B stream"), "{e}");
+        let mut p = Process::spawn("sh", &sh("echo oops; exec sleep 5"), Codec::Mjpeg).unwrap();
+        assert!(p.next(&|| false).err().expect("an error").to_string().contains("JPEG"));
+        // Silence: a timeout.
+        let mut p = Process::spawn("sleep", &["30".into()], Codec::H264).unwrap();
+        p.no_frame = Duration::from_millis(300);
+        assert!(matches!(p.next(&|| false), Err(SourceError::Timeout(_))));
+        // Stopping while silent: back within a poll, the child reaped.
+        let mut p = Process::spawn("sleep", &["30".into()], Codec::H264).unwrap();
+        let pid = p.child.0.id();
+        let t = Instant::now();
+        let stop = |_: ()| t.elapsed() > Duration::from_millis(200);
+        assert!(p.next(&|| stop(())).unwrap().is_none());
+        drop(p);
+        assert!(t.elapsed() < Duration::from_millis(800), "{:?}", t.elapsed());
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "child reaped");
+        // A clean end without output; stderr lines in a failure.
+        let mut p = Process::spawn("true", &[], Codec::H264).unwrap();
+        assert!(p.next(&|| false).unwrap().is_none());
+        let mut p =
+            Process::spawn("sh", &sh("echo first >&2; echo 'rtsp://x: Connection refused' >&2; exit 1"), Codec::H264)
+                .unwrap();
+        let e = p.next(&|| false).err().unwrap().to_string();
+        assert_eq!(e, "cannot connect: ffmpeg exited with status 1: first; rtsp://x: Connection refused");
+    }
+
+    #[test]
+    fn a_killed_ffmpeg_is_reconnected_after_a_gap() {
+        let marker = "testsrc2=size=96x64:rate=15";
+        let spec = format!("ffmpeg:-re -f lavfi -i {marker} -threads 1 -c:v libx264 -g 15 -tune zerolatency");
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1200));
+            let pid = SPAWNED.lock().unwrap().iter().find(|(a, _)| a.contains(marker)).map(|&(_, p)| p).unwrap();
+            Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        });
+        let frames = run_for(SourceSpec::parse(&spec).unwrap(), Duration::from_secs(3));
+        killer.join().unwrap();
+        let gaps: Vec<usize> = (0..frames.len()).filter(|&i| frames[i].meta.discontinuity).collect();
+        assert_eq!(gaps.len(), 2, "{gaps:?} of {}", frames.len());
+        assert_eq!(gaps[0], 0);
+        let after = &frames[gaps[1]];
+        assert!(after.meta.key && after.meta.capture_us > frames[gaps[1] - 1].meta.capture_us);
+        assert!(frames.len() - gaps[1] >= 5, "frames after the reconnect");
+    }
+}
