@@ -7,12 +7,15 @@
 //!
 //! - `synthetic`: the built-in test camera.
 //! - `rtsp`: network cameras over RTSP (`rtsp://`, through retina).
+//! - `http`: MJPEG cameras over HTTP (`http://`: a multipart stream, or a
+//!   JPEG snapshot URL polled).
 //! - `ffmpeg`: `ffmpeg:ARGS` and `file:PATH`, through an ffmpeg child
 //!   process whose output `annexb` (H.264/H.265) or `jpeg` (MJPEG) splits
 //!   into frames.
 
 mod annexb;
 mod ffmpeg;
+pub mod http;
 mod jpeg;
 pub mod rtsp;
 mod synthetic;
@@ -30,6 +33,7 @@ use std::time::{Duration, Instant};
 pub enum SourceSpec {
     Synthetic(SyntheticConfig),
     Rtsp(rtsp::RtspConfig),
+    Http(http::HttpConfig),
     Ffmpeg(ffmpeg::Config),
     File(ffmpeg::FileConfig),
 }
@@ -48,14 +52,17 @@ impl SourceSpec {
         if s.starts_with("rtsp://") {
             return rtsp::RtspConfig::parse(s).map(SourceSpec::Rtsp);
         }
+        if s.starts_with("http://") || s.starts_with("https://") {
+            return http::HttpConfig::parse(s).map(SourceSpec::Http);
+        }
         // Only the scheme goes into the message: the rest may hold a password.
         let scheme = s.split(':').next().unwrap_or(s);
         match scheme {
-            "http" | "https" => Err(format!(
-                "source {scheme}: MJPEG over HTTP is not supported yet; meanwhile use ffmpeg:-i URL -c:v mjpeg"
-            )),
+            "http" | "https" => Err(format!("source {scheme}: write {scheme}://HOST[:PORT]/PATH")),
             "rtsp" => Err("source rtsp: write rtsp://HOST[:PORT]/PATH".into()),
-            _ => Err(format!("source kind `{scheme}` unknown: use synthetic:, rtsp://, ffmpeg:ARGS or file:PATH")),
+            _ => Err(format!(
+                "source kind `{scheme}` unknown: use synthetic:, rtsp://, http://, ffmpeg:ARGS or file:PATH"
+            )),
         }
     }
 }
@@ -175,6 +182,7 @@ pub fn run(spec: SourceSpec, camera: String, stream: Stream, mut out: BufferSend
         let result = match &spec {
             SourceSpec::Synthetic(cfg) => synthetic::session(cfg, &mut sink),
             SourceSpec::Rtsp(cfg) => rtsp::session(cfg, &mut sink),
+            SourceSpec::Http(cfg) => http::session(cfg, &mut sink),
             SourceSpec::Ffmpeg(cfg) => ffmpeg::session(cfg, &mut sink),
             SourceSpec::File(cfg) => ffmpeg::file_session(cfg, &mut sink),
         };
@@ -279,7 +287,14 @@ mod tests {
         assert!(matches!(SourceSpec::parse("rtsp://cam/1"), Ok(SourceSpec::Rtsp(_))));
         assert!(SourceSpec::parse("carrier-pigeon:").unwrap_err().contains("unknown"));
         // A malformed source never echoes what may be a password.
-        for bad in ["rtsp:admin:s3cret@cam/1", "rtsp//admin:s3cret@cam", "http://admin:s3cret@cam/mjpeg"] {
+        assert!(matches!(SourceSpec::parse("http://cam/mjpeg"), Ok(SourceSpec::Http(_))));
+        for bad in [
+            "rtsp:admin:s3cret@cam/1",
+            "rtsp//admin:s3cret@cam",
+            "http//admin:s3cret@cam/mjpeg",
+            "https://admin:s3cret@cam/mjpeg",
+            "http://admin:s3cret@cam/mjpeg#poll=x",
+        ] {
             let e = SourceSpec::parse(bad).unwrap_err();
             assert!(!e.contains("s3cret"), "{e}");
         }
