@@ -6,9 +6,12 @@ Run with Debian's interpreter (its python3-gi / python3-gst-1.0 packages):
 
 Serves live test patterns on 127.0.0.1:PORT at /h264, /h265 and /mjpeg
 (25 fps, a key frame every second). With USER and PASSWORD every path needs
-Basic authentication. Prints "ready" once listening; runs until killed.
+Basic authentication. With VIGIL_RTSP_FILE=clip.mp4 (H.264) it also serves
+that file, without re-encoding, at /file (each client from its start: for
+benchmarks). Prints "ready" once listening; runs until killed.
 """
 
+import os
 import sys
 
 import gi
@@ -25,6 +28,13 @@ PIPELINES = {
     "! rtph265pay name=pay0 pt=96 config-interval=-1 )",
     "/mjpeg": f"( {RAW} ! jpegenc quality=60 ! rtpjpegpay name=pay0 pt=26 )",
 }
+
+
+if os.environ.get("VIGIL_RTSP_FILE"):
+    PIPELINES["/file"] = (
+        f"( filesrc location={os.environ['VIGIL_RTSP_FILE']} ! qtdemux ! h264parse "
+        "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+    )
 
 
 def main():
