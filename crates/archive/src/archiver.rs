@@ -170,15 +170,34 @@ pub async fn run(
     let source = format!("archive@{}", cfg.dir.display());
     let mut paused_since: Option<Instant> = None;
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut first = true;
     loop {
+        let parts = FrameReader::assign_from(&kafka, &topic, GROUP, &HashMap::new(), &metrics)
+            .map_err(Error::from)
+            .and_then(|r| {
+                let w = Writer::new(&cfg.dir, cfg.segment.clone());
+                w.map(|w| (r, w)).map_err(|e| Error::Io { path: cfg.dir.clone(), source: e })
+            });
+        let (reader, writer) = match parts {
+            Ok(p) => p,
+            Err(e) if first => return Err(e), // a set-up problem the user must see
+            Err(e) => {
+                // After a failed flush: keep trying, as for the flush itself.
+                tracing::error!(error = %e, "cannot start the archive session again; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    _ = &mut shutdown => return Ok(()),
+                }
+            }
+        };
+        first = false;
         let mut s = Session {
             cfg: &cfg,
             topic: topic.name,
             index: &index,
             c: &c,
-            reader: FrameReader::assign_from(&kafka, &topic, GROUP, &HashMap::new(), &metrics)?,
-            writer: Writer::new(&cfg.dir, cfg.segment.clone())
-                .map_err(|e| Error::Io { path: cfg.dir.clone(), source: e })?,
+            reader,
+            writer,
             claims: Claims::new(&cfg.dir, topic.name, partitions),
             positions: HashMap::new(),
             last_seq: HashMap::new(),

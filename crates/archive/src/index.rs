@@ -135,7 +135,11 @@ impl Index {
     /// offset is not what the caller expected (another archiver moved it).
     pub async fn commit(&self, c: &Commit) -> Result<(), Error> {
         let e = |what| move |err| Error::index(what, err);
-        let tx = self.conn.transaction().await.map_err(e("begin"))?;
+        // IMMEDIATE: take the write lock before reading the offsets, so two
+        // archivers sharing the index queue (busy_timeout) instead of one
+        // failing to upgrade a read snapshot.
+        let tx =
+            self.conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await.map_err(e("begin"))?;
         for o in &c.offsets {
             let mut rows = tx
                 .query(

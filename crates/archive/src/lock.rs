@@ -28,16 +28,26 @@ pub struct Lock {
 impl Lock {
     /// Takes the lock at `path` if nobody holds it (never blocks).
     pub fn try_acquire(path: &Path) -> std::io::Result<Option<Lock>> {
+        use std::os::unix::fs::MetadataExt;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Some(Lock { _file: file, path: path.to_path_buf() }));
+        // `live_writers` unlinks a dead writer's file while holding its
+        // lock: whoever opened the old file just before then locks a file
+        // no one else can see. Only a lock on the file still at `path` counts.
+        for _ in 0..10 {
+            let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+            // SAFETY: flock on a file descriptor we own; no memory is involved.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = std::io::Error::last_os_error();
+                return if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(None) } else { Err(e) };
+            }
+            let (held, named) = (file.metadata()?, std::fs::metadata(path));
+            if named.is_ok_and(|n| (n.dev(), n.ino()) == (held.dev(), held.ino())) {
+                return Ok(Some(Lock { _file: file, path: path.to_path_buf() }));
+            }
         }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(None) } else { Err(e) }
+        Err(std::io::Error::other(format!("{}: lock file keeps being replaced", path.display())))
     }
 }
 

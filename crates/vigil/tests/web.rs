@@ -108,6 +108,8 @@ fn web_app_api_and_browser() {
     assert_eq!(get("/api/cameras/nope/ranges").0, 404);
     assert_eq!(get("/api/cameras/w1/ranges?from=10&to=5").0, 400);
     assert_eq!(get("/api/cameras/w1/ranges?from=abc").0, 400);
+    let huge = "/api/cameras/w1/export?from=-9223372036854775808&to=9223372036854775807";
+    assert_eq!(get(huge).0, 400, "no overflow past the 24 h limit");
     assert_eq!(get("/api/cameras/w1/export?from=1&to=2").0, 404, "nothing recorded in 1970");
     let topics = json(&get("/api/topics").2);
     let frames = topics.as_array().unwrap().iter().find(|t| t["name"] == "vigil.frames").expect("frames topic");

@@ -93,9 +93,15 @@ impl Range {
     /// `from`..`to`, defaulting to the last hour; refused when backwards or
     /// longer than a day.
     pub fn resolve(&self) -> Result<(i64, i64), ApiError> {
+        // Times far outside any recording are refused before any arithmetic
+        // on them (no overflow from a hostile query string).
+        const LIMIT_US: i64 = 1 << 60;
         let now = bus::now_us();
         let to = self.to.unwrap_or(now);
-        let from = self.from.unwrap_or(to - 3600 * 1_000_000);
+        let from = self.from.unwrap_or(to.saturating_sub(3600 * 1_000_000));
+        if !(-LIMIT_US..LIMIT_US).contains(&from) || !(-LIMIT_US..LIMIT_US).contains(&to) {
+            return Err(ApiError::bad("`from`/`to` out of range (microseconds since the epoch)"));
+        }
         if from >= to {
             return Err(ApiError::bad("`from` must be before `to` (microseconds since the epoch)"));
         }
@@ -204,7 +210,7 @@ async fn export(
 ) -> Result<Response, ApiError> {
     camera(&app, &user, &id)?;
     let (from, to) = q.resolve()?;
-    let tmp = std::env::temp_dir().join(format!("vigil-export-{}", uuid_like()));
+    let tmp = export_path(&app)?;
     let summary = archive::export::export(&app.archive_dir, &app.index, &id, from, to, &tmp, |_, _| {}).await.map_err(
         |e| match e {
             archive::Error::Other(m) => ApiError::not_found(m),
@@ -242,8 +248,22 @@ fn file_stream(f: tokio::fs::File) -> impl futures::Stream<Item = Result<Vec<u8>
     })
 }
 
-fn uuid_like() -> String {
-    format!("{}-{}", std::process::id(), bus::now_us())
+/// A fresh file in `<archive>/.exports/`. An export whose client went away
+/// keeps running and leaves its file behind: files older than an hour are
+/// swept here, so they never pile up.
+fn export_path(app: &App) -> Result<std::path::PathBuf, ApiError> {
+    let dir = app.archive_dir.join(".exports");
+    std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let old =
+                e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a.as_secs() > 3600));
+            if old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(dir.join(format!("{}-{}", std::process::id(), bus::now_us())))
 }
 
 /// Topic rates: records/s between two looks at the end offsets.
