@@ -90,6 +90,12 @@ pub struct Range {
 }
 
 impl Range {
+    /// The range of a request about camera `id`, once the user may see it.
+    pub fn of_camera(&self, app: &App, user: &User, id: &str) -> Result<(i64, i64), ApiError> {
+        camera(app, user, id)?;
+        self.resolve()
+    }
+
     /// `from`..`to`, defaulting to the last hour; refused when backwards or
     /// longer than a day.
     pub fn resolve(&self) -> Result<(i64, i64), ApiError> {
@@ -193,8 +199,7 @@ async fn ranges(
     Path(id): Path<String>,
     Query(q): Query<Range>,
 ) -> Result<Json<Ranges>, ApiError> {
-    camera(&app, &user, &id)?;
-    let (from, to) = q.resolve()?;
+    let (from, to) = q.of_camera(&app, &user, &id)?;
     let recorded = archive::playback::ranges(&app.index, &id, from, to, archive::playback::GAP_US)
         .await
         .map_err(ApiError::internal)?;
@@ -208,15 +213,11 @@ async fn export(
     Path(id): Path<String>,
     Query(q): Query<Range>,
 ) -> Result<Response, ApiError> {
-    camera(&app, &user, &id)?;
-    let (from, to) = q.resolve()?;
+    let (from, to) = q.of_camera(&app, &user, &id)?;
     let tmp = export_path(&app)?;
-    let summary = archive::export::export(&app.archive_dir, &app.index, &id, from, to, &tmp, |_, _| {}).await.map_err(
-        |e| match e {
-            archive::Error::Other(m) => ApiError::not_found(m),
-            e => ApiError::internal(e),
-        },
-    )?;
+    let summary = archive::export::export(&app.archive_dir, &app.index, &id, from, to, &tmp, |_, _| {})
+        .await
+        .map_err(archive_error)?;
     let file = tokio::fs::File::open(&tmp).await.map_err(ApiError::internal)?;
     let _ = std::fs::remove_file(&tmp); // the open handle keeps the bytes until sent
     let (ext, mime) = if summary.format == "mjpeg" { ("mjpeg", "video/x-motion-jpeg") } else { ("mp4", "video/mp4") };

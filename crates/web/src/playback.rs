@@ -67,8 +67,7 @@ pub async fn recording(
     Path(id): Path<String>,
     Query(q): Query<Range>,
 ) -> Result<Response, ApiError> {
-    camera(&app, &user, &id)?;
-    let (from, to) = q.resolve()?;
+    let (from, to) = q.of_camera(&app, &user, &id)?;
     let rec = archive::playback::recording(&app.archive_dir, app.index.clone(), &id, from, to)
         .await
         .map_err(archive_error)?;
@@ -91,8 +90,7 @@ pub async fn hls_playlist(
     Path(id): Path<String>,
     Query(q): Query<Range>,
 ) -> Result<Response, ApiError> {
-    camera(&app, &user.user, &id)?;
-    let (from, to) = q.resolve()?;
+    let (from, to) = q.of_camera(&app, &user.user, &id)?;
     // Relative URIs: they resolve against the playlist's own URL, so the
     // same playlist works behind any host name or proxy path.
     let token = user.suffix();
@@ -128,8 +126,7 @@ pub async fn hls_segment(
     Path(id): Path<String>,
     Query(q): Query<Range>,
 ) -> Result<Response, ApiError> {
-    camera(&app, &user.user, &id)?;
-    let (from, to) = q.resolve()?;
+    let (from, to) = q.of_camera(&app, &user.user, &id)?;
     let bytes =
         archive::playback::hls_segment(&app.archive_dir, &app.index, &id, from, to).await.map_err(archive_error)?;
     Ok(([(header::CONTENT_TYPE, "video/iso.segment")], bytes).into_response())
