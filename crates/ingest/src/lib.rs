@@ -6,6 +6,7 @@
 //! main stream goes to `vigil.frames`, a sub stream to `vigil.live`.
 
 pub mod buffer;
+pub mod fuzz;
 pub mod publish;
 pub mod seq;
 pub mod source;

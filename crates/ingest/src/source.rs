@@ -7,16 +7,17 @@
 //!
 //! - `synthetic`: the built-in test camera.
 //! - `rtsp`: network cameras over RTSP (`rtsp://`, through retina).
-//! - `http`: MJPEG cameras over HTTP (`http://`: a multipart stream, or a
-//!   JPEG snapshot URL polled).
+//! - `http`: MJPEG cameras over HTTP (`http://`, `https://`: a multipart
+//!   stream, or a JPEG snapshot URL polled).
 //! - `ffmpeg`: `ffmpeg:ARGS` and `file:PATH`, through an ffmpeg child
 //!   process whose output `annexb` (H.264/H.265) or `jpeg` (MJPEG) splits
 //!   into frames.
 
-mod annexb;
-mod ffmpeg;
+pub(crate) mod annexb;
+mod credentials;
+pub(crate) mod ffmpeg;
 pub mod http;
-mod jpeg;
+pub(crate) mod jpeg;
 pub mod rtsp;
 mod synthetic;
 
@@ -292,7 +293,7 @@ mod tests {
             "rtsp:admin:s3cret@cam/1",
             "rtsp//admin:s3cret@cam",
             "http//admin:s3cret@cam/mjpeg",
-            "https://admin:s3cret@cam/mjpeg",
+            "https://admin:s3cret@cam/mjpeg#ca",
             "http://admin:s3cret@cam/mjpeg#poll=x",
         ] {
             let e = SourceSpec::parse(bad).unwrap_err();

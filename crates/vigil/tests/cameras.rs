@@ -1,8 +1,9 @@
-//! Real camera sources end to end: `ffmpeg:` (H.264 and MJPEG) and `file:`
-//! cameras through ingest, the broker and the archive as separate
-//! processes; one ffmpeg is killed mid-stream and comes back. Every frame
-//! the broker acknowledged is archived, `vigil check` is clean, and each
-//! camera's export plays (ffprobe).
+//! Real camera sources end to end, through ingest, the broker and the
+//! archive as separate processes: `ffmpeg:` (H.264 and MJPEG) and `file:`
+//! cameras, one ffmpeg killed mid-stream; RTSP H.264, H.265 and MJPEG from a
+//! real server that is killed and restarted. Every frame the broker
+//! acknowledged is archived, `vigil check` is clean, each interruption is a
+//! flagged gap, and each camera's export plays (ffprobe).
 
 mod common;
 
@@ -34,67 +35,140 @@ fn ffmpeg_and_file_cameras_are_archived_and_export() {
         .status()
         .unwrap();
     assert!(made.success());
+    // A marker in the H.264 camera's arguments finds its ffmpeg to kill.
+    let marker = format!("testsrc2=size=320x240:rate=15:duration={}", 3600 + std::process::id() % 1000);
+    let cameras = [
+        format!("ffh=ffmpeg:-re -f lavfi -i {marker} -c:v libx264 -g 15 -preset ultrafast -tune zerolatency"),
+        "ffm=ffmpeg:-re -f lavfi -i testsrc2=size=320x240:rate=5 -c:v mjpeg -q:v 5".to_string(),
+        format!("fil=file:{}?loop", clip.display()),
+    ];
+    let archive = record(&dir, &cameras, || {
+        // The camera's ffmpeg dies: ingest reconnects, and the gap is flagged.
+        // (Only the ffmpeg: ingest's own command line holds the marker too.)
+        let killed = Command::new("pkill").args(["-KILL", "-f", &format!("^ffmpeg .*{marker}")]).status().unwrap();
+        assert!(killed.success(), "the H.264 camera's ffmpeg was not running");
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    assert_eq!(flagged_gaps(&archive, "ffh"), 1, "one reconnect, one flagged gap");
+    assert_eq!(flagged_gaps(&archive, "ffm"), 0);
+    for (cam, out) in [("ffh", "ffh.mp4"), ("ffm", "ffm.mjpeg"), ("fil", "fil.mp4")] {
+        assert_exports(&archive, cam, &dir.join(out));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// H.264, H.265 and MJPEG cameras from a real RTSP server (GStreamer, as
+/// in the ingest tests), which is killed mid-stream and started again.
+#[test]
+fn rtsp_cameras_survive_a_server_restart_with_gaps_in_the_archive() {
+    let dir = temp_dir("rtsp-cameras");
+    let port = free_port().port();
+    let cameras = ["h264", "h265", "mjpeg"].map(|p| format!("{p}=rtsp://127.0.0.1:{port}/{p}"));
+    let mut server = Some(RtspServer::start(port));
+    let archive = record(&dir, &cameras, || {
+        drop(server.take()); // SIGKILL, mid-stream
+        std::thread::sleep(Duration::from_secs(2));
+        server = Some(RtspServer::start(port));
+        // Reconnects back off 0.5 s, 1 s, 2 s...: time to come back and record.
+        std::thread::sleep(Duration::from_secs(8));
+    });
+    drop(server);
+    for (cam, out) in [("h264", "h264.mp4"), ("h265", "h265.mp4"), ("mjpeg", "mjpeg.mjpeg")] {
+        assert_eq!(flagged_gaps(&archive, cam), 1, "{cam}: one restart, one flagged gap");
+        assert_exports(&archive, cam, &dir.join(out));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs a broker, ingest (with an ack log) and an archiver as processes with
+/// `cameras`, calls `interrupt` after 5 s of recording, stops ingest, and
+/// checks the archive holds exactly the acknowledged frames, `vigil check`
+/// finding nothing missing. Returns the archive's directory.
+fn record(dir: &std::path::Path, cameras: &[String], interrupt: impl FnOnce()) -> std::path::PathBuf {
     let addr = free_port();
     let listen = addr.to_string();
     let (bdir, idir, adir) = (dir.join("broker"), dir.join("ingest"), dir.join("archive"));
-    let (bdir, idir, adir) = (bdir.to_str().unwrap(), idir.to_str().unwrap(), adir.to_str().unwrap());
+    let (bdir_s, idir_s, adir_s) = (bdir.to_str().unwrap(), idir.to_str().unwrap(), adir.to_str().unwrap());
     let ack_log = dir.join("acks.log");
-    // A marker in the H.264 camera's arguments finds its ffmpeg to kill.
-    let marker = format!("testsrc2=size=320x240:rate=15:duration={}", 3600 + std::process::id() % 1000);
-    let h264 = format!("ffh=ffmpeg:-re -f lavfi -i {marker} -c:v libx264 -g 15 -preset ultrafast -tune zerolatency");
-    let mjpeg = "ffm=ffmpeg:-re -f lavfi -i testsrc2=size=320x240:rate=5 -c:v mjpeg -q:v 5".to_string();
-    let file = format!("fil=file:{}?loop", clip.display());
     let cfg = dir.join("archive.toml");
     std::fs::write(&cfg, "[archive]\nflush_interval_ms = 200\nmin_free_bytes = 0\n").unwrap();
     let cfg = cfg.to_str().unwrap();
 
-    let mut broker = Vigil::start("broker", &["broker", "--listen", &listen, "--data-dir", bdir], &dir);
+    let mut broker =
+        Vigil::start("broker", &["broker", "--listen", &listen, "--data-dir", bdir_s, "--metrics-listen", "off"], dir);
     wait_port(addr, Duration::from_secs(30));
+    let mut ingest_args = vec!["ingest", "--brokers", &listen, "--data-dir", idir_s, "--metrics-listen", "off"];
+    ingest_args.extend(["--ack-log", ack_log.to_str().unwrap()]);
+    for c in cameras {
+        ingest_args.extend(["--camera", c]);
+    }
+    let mut ingest = Vigil::start("ingest", &ingest_args, dir);
     #[rustfmt::skip]
-    let ingest_args = [
-        "ingest", "--brokers", &listen, "--data-dir", idir, "--metrics-listen", "off",
-        "--camera", &h264, "--camera", &mjpeg, "--camera", &file, "--ack-log", ack_log.to_str().unwrap(),
-    ];
-    let mut ingest = Vigil::start("ingest", &ingest_args, &dir);
-    #[rustfmt::skip]
-    let archiver_args = ["archive", "--config", cfg, "--brokers", &listen, "--data-dir", adir, "--metrics-listen", "off"];
-    let mut archiver = Vigil::start("archive", &archiver_args, &dir);
+    let archiver_args = ["archive", "--config", cfg, "--brokers", &listen, "--data-dir", adir_s, "--metrics-listen", "off"];
+    let mut archiver = Vigil::start("archive", &archiver_args, dir);
     std::thread::sleep(Duration::from_secs(5));
-    // The camera's ffmpeg dies: ingest reconnects, and the gap is flagged.
-    // (Only the ffmpeg: ingest's own command line holds the marker too.)
-    let killed = Command::new("pkill").args(["-KILL", "-f", &format!("^ffmpeg .*{marker}")]).status().unwrap();
-    assert!(killed.success(), "the H.264 camera's ffmpeg was not running");
-    std::thread::sleep(Duration::from_secs(5));
+    interrupt();
     assert!(ingest.stop(Duration::from_secs(20)).is_some_and(|s| s.success()), "ingest did not stop cleanly");
     let acked: BTreeSet<(String, u64)> =
         acked(&ack_log).into_iter().filter(|(_, s, _)| s == "main").map(|(c, _, q)| (c, q)).collect();
-    for cam in ["ffh", "ffm", "fil"] {
+    for cam in cameras.iter().map(|c| c.split('=').next().unwrap()) {
         let n = acked.iter().filter(|(c, _)| c == cam).count();
         assert!(n > 10, "camera {cam}: only {n} frames acknowledged");
     }
-    wait_archived(&dir.join("archive"), &acked, Duration::from_secs(60));
+    wait_archived(&adir, &acked, Duration::from_secs(60));
     assert!(archiver.stop(Duration::from_secs(20)).is_some_and(|s| s.success()), "archiver did not stop cleanly");
-    assert_archive_exact(&dir.join("archive"), &acked);
-
-    // The reconnect shows as a gap that was not recorded, not as loss.
-    let (_, out, _) = vigil(&["check", "--json", "--camera", "ffh", "--data-dir", adir]);
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report[0]["missing"], 0, "{out}");
-    let rows = archived_rows(&dir.join("archive"), "ffh");
-    let gaps = rows.iter().skip(1).filter(|r| r.1).count();
-    assert_eq!(gaps, 1, "one reconnect, one flagged gap");
-
-    for (cam, out) in [("ffh", "ffh.mp4"), ("ffm", "ffm.mjpeg"), ("fil", "fil.mp4")] {
-        let path = dir.join(out);
-        let (code, _, err) =
-            vigil(&["export", "--camera", cam, "--from", "-5m", "-o", path.to_str().unwrap(), "--data-dir", adir]);
-        assert_eq!(code, 0, "export {cam}: {err}");
-        let extra: &[&str] = if out.ends_with(".mjpeg") { &["-f", "mjpeg"] } else { &[] };
-        let frames = ffprobe_frames(path.to_str().unwrap(), extra);
-        assert!(frames > 10, "export of {cam}: {frames} frames");
-    }
     broker.stop(Duration::from_secs(10));
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_archive_exact(&adir, &acked);
+    // Reconnects show as gaps that were not recorded, never as loss.
+    let (_, out, _) = vigil(&["check", "--json", "--data-dir", adir_s]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for cam in report.as_array().unwrap() {
+        assert_eq!(cam["missing"], 0, "{out}");
+    }
+    adir
+}
+
+/// Gaps the archive knows were not recorded (a reconnect), after the first frame.
+fn flagged_gaps(archive: &std::path::Path, camera: &str) -> usize {
+    archived_rows(archive, camera).iter().skip(1).filter(|r| r.1).count()
+}
+
+/// `vigil export` of the camera's recording to `out` plays (ffprobe).
+fn assert_exports(archive: &std::path::Path, cam: &str, out: &std::path::Path) {
+    let args = ["export", "--camera", cam, "--from", "-5m", "-o", out.to_str().unwrap()];
+    let (code, _, err) = vigil(&[&args[..], &["--data-dir", archive.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "export {cam}: {err}");
+    let extra: &[&str] = if out.extension().is_some_and(|e| e == "mjpeg") { &["-f", "mjpeg"] } else { &[] };
+    let frames = ffprobe_frames(out.to_str().unwrap(), extra);
+    assert!(frames > 10, "export of {cam}: {frames} frames");
+}
+
+/// crates/ingest/tests/rtsp_server.py on `port`, SIGKILLed when dropped.
+struct RtspServer(std::process::Child);
+
+impl RtspServer {
+    fn start(port: u16) -> RtspServer {
+        use std::io::BufRead;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../ingest/tests/rtsp_server.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("/usr/bin/python3 (scripts/setup installs the RTSP test server's packages)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let server = RtspServer(child);
+        assert_eq!(line.trim(), "ready", "rtsp_server.py did not start (run scripts/setup)");
+        server
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// (seq, discontinuity) of every archived frame of `camera`.

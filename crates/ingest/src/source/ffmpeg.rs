@@ -41,8 +41,8 @@ use media::Codec;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -333,17 +333,22 @@ impl Probe {
         if !status.success() {
             return Err(SourceError::Connect(format!("ffprobe {}: {}", path.display(), err.trim())));
         }
+        Probe::parse(&out).ok_or_else(|| SourceError::Connect(format!("{}: no video stream", path.display())))
+    }
+
+    /// ffprobe's answer (`key=value` lines); `None` without a codec.
+    fn parse(out: &str) -> Option<Self> {
         let field = |k: &str| out.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).unwrap_or("");
         let codec = field("codec_name").to_string();
         if codec.is_empty() {
-            return Err(SourceError::Connect(format!("{}: no video stream", path.display())));
+            return None;
         }
         let rate = |s: &str| {
             let (a, b) = s.split_once('/')?;
             let (a, b) = (a.parse::<i64>().ok()?, b.parse::<i64>().ok()?);
             (a > 0 && b > 0 && a / b < 1000 && b < 1 << 24).then_some((a, b))
         };
-        Ok(Probe { codec, fps: rate(field("avg_frame_rate")).or_else(|| rate(field("r_frame_rate"))) })
+        Some(Probe { codec, fps: rate(field("avg_frame_rate")).or_else(|| rate(field("r_frame_rate"))) })
     }
 }
 
@@ -426,8 +431,9 @@ impl Process {
                 .spawn(f)
                 .map_err(|e| SourceError::Connect(format!("cannot start a thread: {e}")))
         };
-        p.readers.push(spawn("ffmpeg-out", Box::new(move || read_frames(stdout, split, tx)))?);
-        p.readers.push(spawn("ffmpeg-err", Box::new(move || read_stderr(stderr, tail)))?);
+        let send = move |m| tx.send(m).is_ok();
+        p.readers.push(spawn("ffmpeg-out", Box::new(move || read_frames(stdout, split, send)))?);
+        p.readers.push(spawn("ffmpeg-err", Box::new(move || read_stderr(stderr, &tail)))?);
         Ok(p)
     }
 
@@ -548,7 +554,9 @@ impl Split {
     }
 }
 
-fn read_frames(mut stdout: ChildStdout, mut split: Split, tx: SyncSender<Msg>) {
+/// Reads ffmpeg's stdout and sends every frame it splits, then how the
+/// output ended; stops when `send` says the session is gone.
+fn read_frames(mut stdout: impl Read, mut split: Split, mut send: impl FnMut(Msg) -> bool) {
     let mut buf = vec![0u8; 64 << 10];
     let mut frames = Vec::new();
     let stamp = |(data, key): (Vec<u8>, bool)| Out { data, key, at_us: bus::now_us(), at: Instant::now() };
@@ -558,26 +566,26 @@ fn read_frames(mut stdout: ChildStdout, mut split: Split, tx: SyncSender<Msg>) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                let _ = tx.send(Msg::Failed(SourceError::Stream(format!("reading ffmpeg's output: {e}"))));
+                send(Msg::Failed(SourceError::Stream(format!("reading ffmpeg's output: {e}"))));
                 return;
             }
         };
         let r = split.push(&buf[..n], &mut frames);
         for f in frames.drain(..) {
-            if tx.send(Msg::Frame(stamp(f))).is_err() {
+            if !send(Msg::Frame(stamp(f))) {
                 return; // the session is gone
             }
         }
         if let Err(e) = r {
-            let _ = tx.send(Msg::Failed(e));
+            send(Msg::Failed(e));
             return;
         }
     }
-    let _ = tx.send(Msg::End(split.finish().map(stamp)));
+    send(Msg::End(split.finish().map(stamp)));
 }
 
 /// Keeps ffmpeg's last stderr lines (bounded in number and length).
-fn read_stderr(mut stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+fn read_stderr(mut stderr: impl Read, tail: &Mutex<VecDeque<String>>) {
     let mut buf = [0u8; 4096];
     let mut line = Vec::new();
     let keep = |line: &mut Vec<u8>| {
@@ -607,6 +615,40 @@ fn read_stderr(mut stderr: ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
         }
     }
     keep(&mut line);
+}
+
+/// Fuzzing entry point (`ingest::fuzz::ffmpeg`): everything read from
+/// ffmpeg and ffprobe. The first byte picks the codec (`& 3`: H.264, H.265,
+/// MJPEG, H.264) and the read sizes (`crate::fuzz::Pieces`); the rest is
+/// read as ffmpeg's stdout by the frame reader, as its stderr by the line
+/// keeper, and as ffprobe's answer. Checks, besides never panicking: the
+/// frames end with exactly one verdict; MJPEG frames are all key frames;
+/// the stderr tail stays bounded; a frame rate is positive.
+pub fn fuzz(data: &[u8]) {
+    let Some((&ctl, rest)) = data.split_first() else { return };
+    let codec = [Codec::H264, Codec::H265, Codec::Mjpeg, Codec::H264][usize::from(ctl & 3)];
+    let split = match codec {
+        Codec::Mjpeg => Split::Jpeg(jpeg::Splitter::default()),
+        c => Split::AnnexB(annexb::Splitter::new(c)),
+    };
+    let mut msgs = Vec::new();
+    read_frames(crate::fuzz::Pieces::new(ctl, rest), split, |m| {
+        msgs.push(m);
+        true
+    });
+    let Some((last, frames)) = msgs.split_last() else { panic!("no verdict") };
+    assert!(matches!(last, Msg::End(_) | Msg::Failed(_)), "no verdict");
+    for m in frames {
+        let Msg::Frame(f) = m else { panic!("a verdict before the last frame") };
+        assert!(f.key || codec != Codec::Mjpeg, "an MJPEG frame not a key frame");
+    }
+    let tail = Mutex::new(VecDeque::new());
+    read_stderr(crate::fuzz::Pieces::new(ctl, rest), &tail);
+    let tail = tail.into_inner().unwrap_or_else(|e| e.into_inner());
+    assert!(tail.len() <= STDERR_LINES && tail.iter().all(|l| !l.is_empty() && !l.contains(['\n', '\r'])));
+    if let Some(p) = Probe::parse(&String::from_utf8_lossy(rest)) {
+        assert!(!p.codec.is_empty() && p.fps.is_none_or(|(a, b)| a > 0 && b > 0));
+    }
 }
 
 #[cfg(test)]

@@ -74,12 +74,8 @@ impl RtspConfig {
     pub fn parse(s: &str) -> Result<Self, String> {
         let (url, options) = s.split_once('#').unwrap_or((s, ""));
         let mut url = url::Url::parse(url).map_err(|e| format!("rtsp source: not a valid URL ({e})"))?;
-        let decode = |v: &str| percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
-        let user = Some(decode(url.username())).filter(|u| !u.is_empty());
-        let password = url.password().map(decode);
         // Stripped before anything can print the URL.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
+        let (user, password) = super::credentials::take_from_url(&mut url);
         if url.scheme() != "rtsp" {
             return Err(format!("source `{url}`: only rtsp:// is supported"));
         }
@@ -110,13 +106,8 @@ impl RtspConfig {
     }
 
     fn credentials_from(&self, camera: &str, var: impl Fn(&str) -> Option<String>) -> Option<Credentials> {
-        let suffix: String =
-            camera.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
-        let env = |name: &str| var(&format!("{name}_{suffix}")).or_else(|| var(name)).filter(|v| !v.is_empty());
-        let user = self.user.clone().or_else(|| env("VIGIL_RTSP_USER"));
-        let password = self.password.clone().or_else(|| env("VIGIL_RTSP_PASSWORD"));
-        (user.is_some() || password.is_some())
-            .then(|| Credentials { username: user.unwrap_or_default(), password: password.unwrap_or_default() })
+        super::credentials::lookup("VIGIL_RTSP", camera, self.user.as_deref(), self.password.as_deref(), var)
+            .map(|c| Credentials { username: c.user, password: c.password })
     }
 }
 

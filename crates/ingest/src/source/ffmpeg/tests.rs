@@ -94,6 +94,39 @@ fn file_options() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn ffprobe_answers() {
+    let p = Probe::parse("codec_name=h264\navg_frame_rate=0/0\nr_frame_rate=30000/1001\n").unwrap();
+    assert_eq!((p.codec.as_str(), p.fps), ("h264", Some((30000, 1001))));
+    let p = Probe::parse("codec_name=hevc\navg_frame_rate=25/1\nr_frame_rate=50/1").unwrap();
+    assert_eq!(p.fps, Some((25, 1)));
+    for no_rate in ["codec_name=mjpeg", "codec_name=mjpeg\navg_frame_rate=-1/2", "codec_name=x\nr_frame_rate=9000/1"] {
+        assert_eq!(Probe::parse(no_rate).unwrap().fps, None, "{no_rate}");
+    }
+    assert!(Probe::parse("").is_none() && Probe::parse("codec_name=\n").is_none());
+}
+
+/// Bounded fuzzing in the default suite: `fuzz` (ffmpeg's stdout for each
+/// codec, its stderr, ffprobe's answer) on mutated seeds of each kind.
+#[test]
+fn ffmpeg_output_survives_mutation() {
+    let h264: &[u8] = &[
+        0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1e, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80, 0, 0, 1, 0x65,
+        0x88, 0x84, 0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x41, 0x9a, 0x02,
+    ];
+    let hevc: &[u8] = &[
+        0, 0, 0, 1, 0x46, 0x01, 0x10, 0, 0, 0, 1, 0x40, 0x01, 0x0c, 0, 0, 0, 1, 0x42, 0x01, 0x01, 0, 0, 0, 1, 0x44,
+        0x01, 0xc1, 0, 0, 1, 0x28, 0x01, 0xaf, 0, 0, 0, 1, 0x46, 0x01, 0x10, 0, 0, 1, 0x02, 0x01, 0xd0,
+    ];
+    let mjpeg = [jpeg::tests::image(1), jpeg::tests::image(2)].concat();
+    let stderr: &[u8] = b"[h264 @ 0x5] error\r\nrtsp://admin:pw@cam/1: Connection refused\n\nlast";
+    let ffprobe: &[u8] = b"codec_name=h264\navg_frame_rate=0/0\nr_frame_rate=30000/1001\n";
+    let seeds =
+        [(0x00, h264), (0x40, h264), (0xe1, hevc), (0x22, &mjpeg), (0xe2, &mjpeg), (0x60, stderr), (0xe0, ffprobe)]
+            .map(|(ctl, d)| [&[ctl], d].concat());
+    crate::fuzz::bounded("ffmpeg", &seeds, 0xff, Duration::from_secs(2), fuzz);
+}
+
 pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vigil-ffmpeg-{name}-{}-{}", std::process::id(), bus::now_us()));
     std::fs::create_dir_all(&d).unwrap();

@@ -1,11 +1,14 @@
 //! Tests of the parent module (kept apart: the module stays readable).
 
+use super::parse::Chunk;
 use super::*;
 use crate::source::jpeg::tests::image;
 use crate::source::{SourceSpec, run_for};
 use std::net::TcpListener;
 use std::process::{Child, Command};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+mod secure;
 
 #[test]
 fn parses_sources_and_hides_the_password() {
@@ -15,18 +18,31 @@ fn parses_sources_and_hides_the_password() {
     assert_eq!((c.poll, c.timeout), (Duration::from_millis(500), Duration::from_secs(3)));
     let debug = format!("{c:?}");
     assert!(!debug.contains("cret") && debug.contains("<redacted>"), "{debug}");
-    let request = String::from_utf8(c.request()).unwrap();
+    let request = String::from_utf8(c.request(None)).unwrap();
     assert!(request.starts_with("GET /video.cgi?res=hd HTTP/1.1\r\nHost: cam.local:8080\r\n"), "{request}");
-    assert!(request.contains(&format!("Authorization: Basic {}\r\n", base64(b"admin:s@cret"))), "{request}");
-    assert!(request.ends_with("\r\n\r\n"));
+    assert!(request.ends_with("\r\n\r\n") && !request.contains("Authorization"), "{request}");
+    let request = String::from_utf8(c.request(Some("Basic eA=="))).unwrap();
+    assert!(request.ends_with("Connection: close\r\nAuthorization: Basic eA==\r\n\r\n"), "{request}");
     let d = HttpConfig::parse("http://cam/snap.jpg").unwrap();
     assert!(d.poll == Duration::from_secs(1) && d.timeout == Duration::from_secs(10) && d.user.is_none());
-    assert!(!String::from_utf8(d.request()).unwrap().contains("Authorization"));
+    assert!(d.ca.is_none() && !d.insecure);
+    let s = HttpConfig::parse("https://cam:8443/snap.jpg#ca=/etc/cam.pem,poll=2").unwrap();
+    assert_eq!(
+        (s.url.as_str(), s.ca.as_deref(), s.poll),
+        ("https://cam:8443/snap.jpg", Some("/etc/cam.pem".as_ref()), Duration::from_secs(2))
+    );
+    assert!(HttpConfig::parse("https://cam/m#insecure").unwrap().insecure);
     for (bad, says) in [
-        ("https://u:hunter2@cam/mjpeg", "https cameras: not supported yet; use ffmpeg:-i https://cam/mjpeg -c:v mjpeg"),
+        ("ftp://u:hunter2@cam/mjpeg", "only http:// and https://"),
+        ("http://u:hunter2@cam/1#ca=/x.pem", "for https:// cameras"),
+        ("http://u:hunter2@cam/1#insecure", "for https:// cameras"),
+        ("https://u:hunter2@cam/1#ca=", "ca=/path"),
+        ("https://u:hunter2@cam/1#ca", "ca=/path"),
+        ("https://u:hunter2@cam/1#ca=/x.pem,insecure", "pick one"),
         ("http://u:hunter2@cam/1#poll=0", "poll"),
         ("http://u:hunter2@cam/1#timeout=x", "timeout"),
         ("http://u:hunter2@cam/1#fps=3", "unknown option"),
+        ("https://u:hunter2@cam/1#insecure=yes", "unknown option"),
         ("http://u:hunter2@cam/1#poll", "key=value"),
         ("http://u:hunter2@:5/1", "valid URL"),
     ] {
@@ -53,7 +69,7 @@ fn response_heads() {
         (head.status, head.mime.as_str(), head.boundary.as_deref()),
         (200, "multipart/x-mixed-replace", Some("--myboundary"))
     );
-    assert!(head.chunked && head.digest && head.length.is_none());
+    assert!(head.chunked && head.challenges == ["Digest realm=x"] && head.length.is_none());
     let (head, _) = parse_head(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 12\r\n\r\n").unwrap().unwrap();
     assert_eq!((head.status, head.reason.as_str(), head.length), (401, "Unauthorized", Some(12)));
     for n in 0..text.len() - 5 {
@@ -226,16 +242,28 @@ fn parsers_survive_mutation() {
 }
 
 /// A tiny HTTP server: connection `n` (from 0) is answered by
-/// `answer(n, socket)`, one at a time; it records the requests.
-fn serve(answer: impl Fn(usize, &mut TcpStream) + Send + 'static) -> (u16, Arc<Mutex<Vec<String>>>) {
+/// `answer(n, request, socket)`, one at a time; it records the requests.
+fn serve(answer: impl Fn(usize, &str, &mut dyn Write) + Send + 'static) -> (u16, Arc<Mutex<Vec<String>>>) {
+    serve_on(None, answer)
+}
+
+/// `serve`, over TLS when given a server configuration.
+fn serve_on(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    answer: impl Fn(usize, &str, &mut dyn Write) + Send + 'static,
+) -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let requests = Arc::new(Mutex::new(Vec::new()));
     let seen = requests.clone();
     std::thread::spawn(move || {
         for (n, s) in listener.incoming().enumerate() {
-            let Ok(mut s) = s else { continue };
+            let Ok(s) = s else { continue };
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut s: Box<dyn ReadWrite> = match &tls {
+                None => Box::new(s),
+                Some(c) => Box::new(rustls::StreamOwned::new(rustls::ServerConnection::new(c.clone()).unwrap(), s)),
+            };
             let (mut req, mut b) = (Vec::new(), [0; 1024]);
             while !req.windows(4).any(|w| w == b"\r\n\r\n") {
                 match s.read(&mut b) {
@@ -243,23 +271,60 @@ fn serve(answer: impl Fn(usize, &mut TcpStream) + Send + 'static) -> (u16, Arc<M
                     Ok(k) => req.extend_from_slice(&b[..k]),
                 }
             }
-            seen.lock().unwrap().push(String::from_utf8_lossy(&req).into_owned());
-            answer(n, &mut s);
+            let req = String::from_utf8_lossy(&req).into_owned();
+            seen.lock().unwrap().push(req.clone());
+            answer(n, &req, &mut s);
+            let _ = s.flush();
         }
     });
     (port, requests)
 }
 
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 /// Runs one session for at most `d`: its frames, its end, how long it ran.
+/// Credentials from the URL only (never this process's environment).
 fn session_for(spec: &str, d: Duration) -> (Vec<Captured>, Result<(), SourceError>, Duration) {
     let cfg = HttpConfig::parse(spec).unwrap();
+    let creds = credentials::lookup(ENV_PREFIX, "t", cfg.user.as_deref(), cfg.password.as_deref(), |_| None);
+    session_with(&cfg, creds, d)
+}
+
+fn session_with(
+    cfg: &HttpConfig,
+    creds: Option<Credentials>,
+    d: Duration,
+) -> (Vec<Captured>, Result<(), SourceError>, Duration) {
     let t = Instant::now();
     let mut frames = Vec::new();
-    let r = run(&cfg, &|| t.elapsed() > d, &mut |c| frames.push(c));
+    let r = run(cfg, "t", creds, &|| t.elapsed() > d, &mut |c| frames.push(c));
     (frames, r, t.elapsed())
 }
 
-fn jpeg_response(s: &mut TcpStream, tag: u8) {
+/// Everything logged by this test binary (a global subscriber, installed
+/// by the first caller).
+fn logs() -> String {
+    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    let buf = LOGS.get_or_init(|| {
+        let buf: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        struct W(&'static Mutex<Vec<u8>>);
+        impl Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt().with_ansi(false).with_writer(move || W(buf)).try_init();
+        buf
+    });
+    String::from_utf8_lossy(&buf.lock().unwrap()).into_owned()
+}
+
+fn jpeg_response(s: &mut dyn Write, tag: u8) {
     let j = image(tag);
     let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", j.len());
     let _ = s.write_all(&j);
@@ -267,7 +332,13 @@ fn jpeg_response(s: &mut TcpStream, tag: u8) {
 
 #[test]
 fn snapshots_are_polled() {
-    let (port, requests) = serve(|n, s| jpeg_response(s, n as u8));
+    // A Basic camera: asks once, then the credentials go with every request.
+    let (port, requests) = serve(|n, req, s| match req.contains("Authorization: Basic bWU6cHc=\r\n") {
+        true => jpeg_response(s, n as u8 - 1),
+        false => {
+            let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\n\r\n");
+        }
+    });
     let t = Instant::now();
     let (frames, r, _) =
         session_for(&format!("http://me:pw@127.0.0.1:{port}/snap.jpg#poll=0.2"), Duration::from_millis(1100));
@@ -278,8 +349,10 @@ fn snapshots_are_polled() {
         assert!(f.key && f.codec == Codec::Mjpeg && f.data == image(i as u8), "frame {i}");
     }
     assert!(frames.windows(2).all(|w| w[1].pts_90k - w[0].pts_90k >= 17_000), "about 0.2 s apart");
-    let first = &requests.lock().unwrap()[0];
-    assert!(first.starts_with("GET /snap.jpg HTTP/1.1\r\n") && first.contains("Basic bWU6cHc="), "{first}");
+    let requests = requests.lock().unwrap();
+    assert!(requests[0].starts_with("GET /snap.jpg HTTP/1.1\r\n") && !requests[0].contains("Authorization"));
+    assert!(requests[1..].iter().all(|r| r.contains("Basic bWU6cHc=")), "{requests:?}");
+    assert_eq!(requests.len(), frames.len() + 1, "one challenge only");
 }
 
 #[test]
@@ -293,7 +366,7 @@ fn wrong_answers_are_clear_errors() {
         ("closed", b"", "closed the connection"),
     ];
     for (what, answer, says) in cases {
-        let (port, _) = serve(move |_, s| {
+        let (port, _) = serve(move |_, _, s| {
             let _ = s.write_all(answer);
         });
         let (frames, r, took) =
@@ -310,7 +383,7 @@ fn wrong_answers_are_clear_errors() {
 }
 
 /// A multipart response head, then `body` (not chunked).
-fn multipart(s: &mut TcpStream, body: &[u8]) {
+fn multipart(s: &mut dyn Write, body: &[u8]) {
     let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=b\r\n\r\n");
     let _ = s.write_all(body);
 }
@@ -318,7 +391,7 @@ fn multipart(s: &mut TcpStream, body: &[u8]) {
 #[test]
 fn broken_streams_end_the_session() {
     // A corrupt JPEG part after a good one.
-    let (port, _) = serve(|_, s| {
+    let (port, _) = serve(|_, _, s| {
         let mut bad = image(2);
         bad[10] = 0x42;
         multipart(s, &stream(&[image(1), bad], "--b", "\r\n", true));
@@ -329,14 +402,14 @@ fn broken_streams_end_the_session() {
     assert!(matches!(&e, SourceError::Stream(t) if t.contains("corrupt JPEG")), "{e:?}");
     assert!(frames.len() == 1 && took < Duration::from_secs(1), "{} frames in {took:?}", frames.len());
     // A huge part: refused from its header, nothing read into memory.
-    let (port, _) = serve(|_, s| {
+    let (port, _) = serve(|_, _, s| {
         multipart(s, b"--b\r\nContent-Length: 1000000000\r\n\r\n");
         let _ = s.write_all(&[0; 1 << 20]);
     });
     let (_, r, _) = session_for(&format!("http://127.0.0.1:{port}/m"), Duration::from_secs(5));
     assert!(r.unwrap_err().to_string().contains("over 16 MiB"));
     // A part without a length that never ends: bounded.
-    let (port, _) = serve(|_, s| {
+    let (port, _) = serve(|_, _, s| {
         multipart(s, &[&b"--b\r\n\r\n"[..], &image(1)[..20]].concat());
         for _ in 0..20 {
             if s.write_all(&[0x11; 1 << 20]).is_err() {
@@ -349,7 +422,7 @@ fn broken_streams_end_the_session() {
     assert!(e.contains("a part over 16 MiB"), "{e}");
     eprintln!("endless part: {e} ({took:?})");
     // The server closes the stream.
-    let (port, _) = serve(|_, s| multipart(s, &stream(&[image(1), image(2)], "--b", "\r\n", true)));
+    let (port, _) = serve(|_, _, s| multipart(s, &stream(&[image(1), image(2)], "--b", "\r\n", true)));
     let (frames, r, _) = session_for(&format!("http://127.0.0.1:{port}/m"), Duration::from_secs(5));
     assert!(frames.len() == 2 && r.unwrap_err().to_string().contains("closed the connection"));
 }
@@ -357,12 +430,12 @@ fn broken_streams_end_the_session() {
 #[test]
 fn silence_times_out_and_stopping_is_prompt() {
     // Accepts, never answers.
-    let (port, _) = serve(|_, _| std::thread::sleep(Duration::from_secs(5)));
+    let (port, _) = serve(|_, _, _| std::thread::sleep(Duration::from_secs(5)));
     let (_, r, took) = session_for(&format!("http://127.0.0.1:{port}/m#timeout=0.5"), Duration::from_secs(5));
     assert!(r.unwrap_err().to_string().contains("no HTTP answer within"));
     assert!((Duration::from_millis(500)..Duration::from_millis(900)).contains(&took), "{took:?}");
     // Answers, sends a frame, then falls silent.
-    let (port, _) = serve(|_, s| {
+    let (port, _) = serve(|_, _, s| {
         multipart(s, &stream(&[image(1)], "--b", "\r\n", true));
         std::thread::sleep(Duration::from_secs(5));
     });
@@ -370,7 +443,7 @@ fn silence_times_out_and_stopping_is_prompt() {
     assert!(frames.len() == 1 && matches!(r, Err(SourceError::Timeout(_))), "{r:?}");
     assert!(took < Duration::from_millis(900), "{took:?}");
     // Stopped while the camera is silent: back within a poll.
-    let (port, _) = serve(|_, _| std::thread::sleep(Duration::from_secs(5)));
+    let (port, _) = serve(|_, _, _| std::thread::sleep(Duration::from_secs(5)));
     let (_, r, took) = session_for(&format!("http://127.0.0.1:{port}/m"), Duration::from_millis(300));
     assert!(r.is_ok() && took < Duration::from_millis(500), "{r:?} {took:?}");
 }
