@@ -60,18 +60,18 @@ pub async fn export(
 /// Reads frames' bytes from their segments, checking each CRC. Frames are
 /// read in order, so only the current segment file is kept open: a long
 /// read holds one descriptor, not one per segment.
-pub(crate) struct Frames {
+pub struct Frames {
     dir: PathBuf,
     open: Option<(String, File)>,
     buf: Vec<u8>,
 }
 
 impl Frames {
-    pub(crate) fn new(dir: &Path) -> Self {
+    pub fn new(dir: &Path) -> Self {
         Frames { dir: dir.to_path_buf(), open: None, buf: Vec::new() }
     }
 
-    pub(crate) fn read(&mut self, r: &FrameRow) -> Result<&[u8], Error> {
+    pub fn read(&mut self, r: &FrameRow) -> Result<&[u8], Error> {
         let path = self.dir.join(&r.file);
         let io = |e| Error::Io { path: path.clone(), source: e };
         let f = match &mut self.open {

@@ -5,13 +5,11 @@
 
 use crate::client::KafkaConfig;
 use crate::{Delivery, Error, topics};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CameraState {
@@ -50,36 +48,11 @@ impl CameraStates {
 
 /// The newest state of every camera stream (blocking: call off the runtime).
 pub fn read_all(kafka: &KafkaConfig, partitions: i32, timeout: Duration) -> Result<Vec<CameraState>, Error> {
-    let consumer: BaseConsumer = kafka
-        .consumer_config(Delivery::AtMostOnce, "vigil-camera-states")
-        .create()
-        .map_err(|e| Error::kafka("create consumer", e))?;
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for p in 0..partitions {
-        let (_, high) = consumer
-            .fetch_watermarks(topics::CAMERAS, p, timeout)
-            .map_err(|e| Error::kafka("read camera states", e))?;
-        if high > 0 {
-            ends.insert(p, high);
-            tpl.add_partition_offset(topics::CAMERAS, p, Offset::Beginning).map_err(|e| Error::kafka("assign", e))?;
-        }
-    }
     let mut latest: BTreeMap<String, CameraState> = BTreeMap::new();
-    if ends.is_empty() {
-        return Ok(vec![]);
-    }
-    consumer.assign(&tpl).map_err(|e| Error::kafka("assign", e))?;
-    let deadline = Instant::now() + timeout;
-    while !ends.is_empty() && Instant::now() < deadline {
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
-        let Ok(m) = m else { continue };
+    crate::snapshot::read_to_end(kafka, topics::CAMERAS, partitions, timeout, |m| {
         if let Some(s) = m.payload().and_then(|p| serde_json::from_slice::<CameraState>(p).ok()) {
             latest.insert(format!("{}/{}", s.camera, s.stream), s);
         }
-        if ends.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
-            ends.remove(&m.partition());
-        }
-    }
+    })?;
     Ok(latest.into_values().collect())
 }

@@ -76,6 +76,23 @@ impl KafkaConfig {
         self.with_user_properties(c).create().map_err(|e| Error::kafka("create producer", e))
     }
 
+    /// A transactional producer (exactly-once settings plus
+    /// `transactional.id`): a consume-transform-produce stage commits its
+    /// outputs and its input offsets in one transaction. A new producer
+    /// with the same id fences off an older one still alive (a zombie).
+    pub fn transactional_producer(
+        &self,
+        transactional_id: &str,
+        buffer_kbytes: usize,
+    ) -> Result<FutureProducer, Error> {
+        let mut c = self.base();
+        for (k, v) in Delivery::ExactlyOnce.producer_settings(self.max_message_bytes, buffer_kbytes) {
+            c.set(k, v);
+        }
+        c.set("transactional.id", transactional_id);
+        self.with_user_properties(c).create().map_err(|e| Error::kafka("create transactional producer", e))
+    }
+
     /// A consumer config with the settings of `delivery`, for the caller to
     /// add a context and create.
     pub fn consumer_config(&self, delivery: Delivery, group: &str) -> ClientConfig {
@@ -154,7 +171,10 @@ impl KafkaConfig {
         let existing_specs: Vec<&TopicSpec> = plan.iter().filter(|s| existing.contains_key(s.name)).collect();
         if !existing_specs.is_empty() {
             let res: Vec<ResourceSpecifier> = existing_specs.iter().map(|s| ResourceSpecifier::Topic(s.name)).collect();
-            match admin.describe_configs(&res, &opts).await {
+            // Bounded: a broker without DescribeConfigs (librdkafka's mock
+            // cluster) may never answer, and this is only a warning.
+            let describe = AdminOptions::new().request_timeout(Some(Duration::from_secs(3)));
+            match admin.describe_configs(&res, &describe).await {
                 Ok(results) => {
                     for (spec, r) in existing_specs.iter().zip(results) {
                         let Ok(r) = r else { continue };

@@ -20,6 +20,33 @@ pub struct Event {
     /// Which process raised it (`archive@host`), for operators.
     pub source: String,
     pub detail: String,
+    /// For `object-appeared` / `object-left`: the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectInfo>,
+}
+
+/// A tracked object, as `object-appeared` and `object-left` events carry it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    /// `camera/seq of the first sighting/index`: globally unique, and the
+    /// same whenever the same frames are analysed by the same model.
+    pub object_id: String,
+    pub class: String,
+    pub model: String,
+    pub first_seen_us: i64,
+    pub last_seen_us: i64,
+    /// The sighting to show for the object (highest score).
+    pub best: BestFrame,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BestFrame {
+    pub seq: u64,
+    pub time_us: i64,
+    pub score: f32,
+    /// x1, y1, x2, y2 in source pixels.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
 }
 
 impl Event {
@@ -31,6 +58,7 @@ impl Event {
             time_us: crate::now_us(),
             source: source.into(),
             detail: detail.into(),
+            object: None,
         }
     }
 }
@@ -75,4 +103,21 @@ impl Events {
             Err((err, _)) => tracing::warn!(kind = %e.kind, error = %err, "event not queued"),
         }
     }
+}
+
+/// Every event in `vigil.events`, each once (copies dropped by id), in
+/// time order (blocking: call off the runtime).
+pub fn read_all(kafka: &KafkaConfig, partitions: i32, timeout: std::time::Duration) -> Result<Vec<Event>, Error> {
+    use rdkafka::Message;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    crate::snapshot::read_to_end(kafka, topics::EVENTS, partitions, timeout, |m| {
+        if let Some(e) = m.payload().and_then(|p| serde_json::from_slice::<Event>(p).ok())
+            && seen.insert(e.id.clone())
+        {
+            out.push(e);
+        }
+    })?;
+    out.sort_by(|a, b| (a.time_us, &a.id).cmp(&(b.time_us, &b.id)));
+    Ok(out)
 }

@@ -221,6 +221,12 @@ impl FrameReader {
         }
     }
 
+    /// The group's identity, for committing offsets inside a producer's
+    /// transaction.
+    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
+    }
+
     /// Commits `offset + 1` for `partition` to the group, without waiting.
     /// Exactly-once sinks call it only to feed lag metrics; on an
     /// at-most-once topic it does nothing (those consumers never commit).

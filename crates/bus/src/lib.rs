@@ -16,6 +16,7 @@ pub mod events;
 pub mod frames;
 pub mod inspect;
 pub mod metrics;
+pub mod snapshot;
 pub mod topics;
 
 pub use client::KafkaConfig;

@@ -24,6 +24,7 @@ pub const LIVE: &str = "vigil.live";
 pub const DETECTIONS: &str = "vigil.detections";
 pub const EVENTS: &str = "vigil.events";
 pub const CAMERAS: &str = "vigil.cameras";
+pub const DETECT_STATE: &str = "vigil.detect.state";
 pub const VIDEO_CHUNKS: &str = "vigil.video.chunks";
 pub const VIDEO_RESULTS: &str = "vigil.video.results";
 
@@ -70,6 +71,14 @@ pub fn plan() -> Vec<TopicSpec> {
             name: CAMERAS,
             key: "camera",
             content: "camera configuration and status",
+            delivery: LastValue,
+            partitions: 1,
+            retention_ms: None,
+        },
+        TopicSpec {
+            name: DETECT_STATE,
+            key: "output topic/model/partition",
+            content: "detector checkpoints: per frames partition, where to resume and each camera's tracker state",
             delivery: LastValue,
             partitions: 1,
             retention_ms: None,
@@ -142,11 +151,11 @@ mod tests {
     #[test]
     fn plan_is_complete_and_unique() {
         let p = plan();
-        assert_eq!(p.len(), 7);
+        assert_eq!(p.len(), 8);
         let mut names = names();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 8);
         assert_eq!(p.iter().find(|s| s.name == FRAMES).unwrap().delivery, Delivery::ExactlyOnce);
         assert_eq!(p.iter().find(|s| s.name == LIVE).unwrap().delivery, Delivery::AtMostOnce);
     }

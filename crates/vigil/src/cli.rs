@@ -50,6 +50,24 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Keep every frame of every camera on local disk, exactly once.
     Archive,
+    /// Run the detector: analyse frames of vigil.frames with a YOLO-family
+    /// model, track objects, publish to vigil.detections and vigil.events.
+    Detect(DetectArgs),
+    /// Print object events (appeared/left) from vigil.events.
+    Events {
+        /// Only this camera's.
+        #[arg(long)]
+        camera: Option<String>,
+        /// Only this class's (e.g. person).
+        #[arg(long)]
+        class: Option<String>,
+        /// Every event, not only objects' (camera up/down, archive paused...).
+        #[arg(long)]
+        all: bool,
+        /// JSON: a list of objects.
+        #[arg(long)]
+        json: bool,
+    },
     /// Audit the archive: missing and duplicate frames, bytes without index
     /// and index without bytes, a checksum per segment. Exit 1 on any violation.
     Check {
@@ -109,6 +127,42 @@ pub struct UpArgs {
     /// Address of the embedded broker [default: 127.0.0.1:9092].
     #[arg(long, value_name = "ADDR")]
     pub broker_listen: Option<SocketAddr>,
+    /// Do not run the detector (also `[detect] enabled = false`).
+    #[arg(long)]
+    pub no_detect: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DetectArgs {
+    /// A YOLOv8-layout ONNX model [default: the one scripts/fetch-model installs].
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<std::path::PathBuf>,
+    /// Which frames to analyse: `key-frames` or `N/s` [default: key-frames].
+    #[arg(long, value_name = "RULE")]
+    pub sample: Option<String>,
+    /// Inference threads (0: every core) [default: 1].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Run on the CUDA execution provider (fails clearly without a GPU).
+    #[arg(long)]
+    pub cuda: bool,
+    /// Commit results with Kafka transactions (brokers that have them).
+    #[arg(long)]
+    pub transactions: bool,
+    /// Where results go [default: vigil.detections; for a re-analysis
+    /// vigil.detections.MODEL-ID].
+    #[arg(long, value_name = "TOPIC")]
+    pub output_topic: Option<String>,
+    /// Re-analyse archived footage from this time (RFC 3339 or -1h) instead
+    /// of following vigil.frames; ends when done.
+    #[arg(long, allow_hyphen_values = true, value_name = "TIME")]
+    pub from: Option<String>,
+    /// End of the re-analysed footage [default: now].
+    #[arg(long, allow_hyphen_values = true, value_name = "TIME", requires = "from")]
+    pub to: Option<String>,
+    /// Re-analyse only this camera (repeatable) [default: every camera].
+    #[arg(long = "camera", value_name = "ID", requires = "from")]
+    pub cameras: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -173,6 +227,9 @@ pub enum BenchCommand {
     /// Glass-to-glass live latency in headless chromium (p50/p95/p99), and
     /// how many WebSocket viewers one server holds, with its CPU.
     Live(crate::bench_live::LiveBenchArgs),
+    /// The detection stage (decode, preprocess, inference, NMS, tracking)
+    /// beside a Python onnxruntime + numpy pipeline: frames/s and the ratio.
+    Detect(crate::bench_detect::DetectBenchArgs),
     /// (Used by `bench live`.) WebSocket viewers measuring arrival latency.
     #[command(hide = true)]
     Viewers(crate::bench_live::ViewersArgs),

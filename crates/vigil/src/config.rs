@@ -36,6 +36,8 @@ pub struct File {
     #[serde(default)]
     pub web: WebSection,
     #[serde(default)]
+    pub detect: DetectSection,
+    #[serde(default)]
     pub cameras: Vec<CameraEntry>,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicOverride>,
@@ -71,6 +73,29 @@ pub struct WebSection {
     pub tls_key: Option<PathBuf>,
 }
 
+/// `[detect]`: the detector (`vigil detect`, and part of `vigil up`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectSection {
+    /// Run the detector in `vigil up` (default true).
+    pub enabled: Option<bool>,
+    pub model: Option<PathBuf>,
+    /// The ONNX Runtime library (libonnxruntime.so).
+    pub runtime: Option<PathBuf>,
+    pub input_size: Option<u32>,
+    pub threads: Option<usize>,
+    pub cuda: Option<bool>,
+    pub score_threshold: Option<f32>,
+    pub iou_threshold: Option<f32>,
+    /// `key-frames`, or `N/s`.
+    pub sample: Option<String>,
+    pub max_age: Option<u32>,
+    pub min_hits: Option<u32>,
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Kafka transactions (brokers that have them; not the embedded one).
+    pub transactions: Option<bool>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveSection {
@@ -99,7 +124,7 @@ fn yes() -> bool {
 }
 
 /// Validated settings shared by every role.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
     /// `None`: the embedded broker.
@@ -114,6 +139,9 @@ pub struct Settings {
     pub cameras: Vec<CameraSpec>,
     pub archive: archive::ArchiveConfig,
     pub web: Web,
+    pub detect: detect::DetectConfig,
+    /// Whether `vigil up` runs the detector.
+    pub detect_in_up: bool,
 }
 
 /// The web app's settings (`[web]`).
@@ -221,6 +249,7 @@ impl Settings {
             users_file: w.users_file.clone().unwrap_or_else(|| data_dir.join("users.toml")),
             tls,
         };
+        let detect = detect_config(&file.detect)?;
         let mut kafka = KafkaConfig::new(brokers.clone().unwrap_or_default());
         kafka.properties = file.kafka;
         kafka.check_properties().map_err(|e| anyhow!(e))?;
@@ -238,6 +267,8 @@ impl Settings {
             cameras,
             archive,
             web,
+            detect,
+            detect_in_up: file.detect.enabled.unwrap_or(true),
         })
     }
 
@@ -252,6 +283,77 @@ impl Settings {
     pub fn metrics_addr(&self, default: &str) -> Option<SocketAddr> {
         self.metrics_listen.map(|a| a.unwrap_or_else(|| default.parse().expect("valid default")))
     }
+}
+
+/// Parses `N/s` or `key-frames`.
+pub fn parse_sampling(text: &str) -> Result<detect::Sampling> {
+    if text == "key-frames" {
+        return Ok(detect::Sampling::KeyFrames);
+    }
+    let n = text.strip_suffix("/s").and_then(|n| n.trim().parse::<f64>().ok());
+    match n {
+        Some(n) if n > 0.0 && n <= 120.0 => Ok(detect::Sampling::PerSecond(n)),
+        _ => bail!("sample `{text}`: use `key-frames` or a rate such as `2/s` (up to 120/s)"),
+    }
+}
+
+fn detect_config(d: &DetectSection) -> Result<detect::DetectConfig> {
+    let mut model = detect::model::ModelOptions::default();
+    if let Some(p) = &d.model {
+        model.path = p.clone();
+    }
+    if let Some(p) = &d.runtime {
+        model.runtime = p.clone();
+    }
+    if let Some(n) = d.input_size {
+        if n < 32 || n > 4096 || n % 32 != 0 {
+            bail!("detect.input_size = {n}: use a multiple of 32 from 32 to 4096");
+        }
+        model.input_size = n;
+    }
+    if let Some(t) = d.threads {
+        if t > 256 {
+            bail!("detect.threads = {t}: use 0 (every core) to 256");
+        }
+        model.threads = t;
+    }
+    model.cuda = d.cuda.unwrap_or(false);
+    for (name, v, slot) in [
+        ("score_threshold", d.score_threshold, &mut model.score_threshold),
+        ("iou_threshold", d.iou_threshold, &mut model.iou_threshold),
+    ] {
+        if let Some(v) = v {
+            if !(0.0..1.0).contains(&v) {
+                bail!("detect.{name} = {v}: use 0 to 1 (exclusive)");
+            }
+            *slot = v;
+        }
+    }
+    let mut tracker = detect::track::TrackerConfig::default();
+    if let Some(a) = d.max_age {
+        if !(1..=10_000).contains(&a) {
+            bail!("detect.max_age = {a}: use 1..=10000 analysed frames");
+        }
+        tracker.max_age = a;
+    }
+    if let Some(h) = d.min_hits {
+        if !(1..=100).contains(&h) {
+            bail!("detect.min_hits = {h}: use 1..=100");
+        }
+        tracker.min_hits = h;
+    }
+    let interval = d.checkpoint_interval_ms.unwrap_or(2000);
+    if !(100..=600_000).contains(&interval) {
+        bail!("detect.checkpoint_interval_ms = {interval}: use 100..=600000");
+    }
+    Ok(detect::DetectConfig {
+        model,
+        tracker,
+        sampling: parse_sampling(d.sample.as_deref().unwrap_or("key-frames")).context("detect.sample")?,
+        output_topic: bus::topics::DETECTIONS.to_string(),
+        checkpoint_interval: std::time::Duration::from_millis(interval),
+        transactions: d.transactions.unwrap_or(false),
+    })
 }
 
 fn parse_file(p: &Path) -> Result<File> {

@@ -4,9 +4,11 @@
 mod archive_cmd;
 mod bench;
 mod bench_archive;
+mod bench_detect;
 mod bench_live;
 mod cli;
 mod config;
+mod detect_cmd;
 mod topics_cmd;
 mod user_cmd;
 
@@ -56,6 +58,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
             if let Some(l) = a.broker_listen {
                 s.broker_listen = l;
             }
+            if a.no_detect {
+                s.detect_in_up = false;
+            }
             up(s, a.web).await
         }
         Command::Serve(a) => {
@@ -88,6 +93,16 @@ async fn dispatch(cli: Cli) -> Result<()> {
             s.resolve_brokers();
             run_archive(s).await
         }
+        Command::Detect(a) => {
+            let mut s = Settings::load(g, &Default::default())?;
+            s.resolve_brokers();
+            detect_cmd::run(s, a).await
+        }
+        Command::Events { camera, class, all, json } => {
+            let mut s = Settings::load(g, &Default::default())?;
+            s.resolve_brokers();
+            detect_cmd::events(s, camera, class, all, json).await
+        }
         Command::Check { camera, json } => {
             let s = Settings::load(g, &Default::default())?;
             archive_cmd::run(&s, camera.as_deref(), json).await
@@ -106,6 +121,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             cli::BenchCommand::Archive(a) => bench_archive::archive(Settings::load(g, &Default::default())?, a).await,
             cli::BenchCommand::Live(a) => bench_live::live(Settings::load(g, &Default::default())?, a).await,
             cli::BenchCommand::Viewers(a) => bench_live::viewers(a).await,
+            cli::BenchCommand::Detect(a) => bench_detect::detect(Settings::load(g, &Default::default())?, a),
         },
     }
 }
@@ -194,6 +210,10 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
         );
     }
     println!("  archive  {}", s.archive.dir.display());
+    let detecting = s.detect_in_up && detector_ready(&s.detect);
+    if detecting {
+        println!("  detect   {} → {}, {}", s.detect.model.path.display(), bus::topics::DETECTIONS, bus::topics::EVENTS);
+    }
     println!("  metrics  {}metrics", web::url(&web_cfg));
     println!("  topics   vigil topics --data-dir {}", s.data_dir.display());
     match &first_password {
@@ -204,6 +224,10 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
     }
     println!("open {}  (Ctrl-C stops)", web::url(&web_cfg));
     let archive = tokio::spawn(archive_role(&s, metrics.clone(), stopped(stop_rx.clone())));
+    let detector = detecting.then(|| {
+        let (s2, cfg, m, stop) = (s.clone(), s.detect.clone(), metrics.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(async move { detect_cmd::role(&s2, cfg, m, stop).await })
+    });
     let ingest = ingest::run(ingest_config(&s, None), s.kafka.clone(), s.plan.clone(), metrics, stopped(stop_rx));
     let signal = async {
         shutdown_signal().await;
@@ -212,9 +236,27 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
     let (ingested, _) = tokio::join!(ingest, signal);
     ingested?;
     archive.await??;
+    if let Some(d) = detector {
+        // A detector failing (its model, say) must not take the recording down.
+        if let Err(e) = d.await? {
+            eprintln!("vigil: detector stopped: {e:#}");
+        }
+    }
     web_task.await??;
     drop(embedded);
     Ok(())
+}
+
+/// Whether the detector's model and runtime are installed; says what to do
+/// when not (`vigil up` then runs without detection).
+fn detector_ready(cfg: &detect::DetectConfig) -> bool {
+    for (what, path) in [("model", &cfg.model.path), ("ONNX Runtime library", &cfg.model.runtime)] {
+        if !path.exists() {
+            println!("  detect   off: no {what} at {} (run scripts/fetch-model)", path.display());
+            return false;
+        }
+    }
+    true
 }
 
 fn web_config(s: &Settings, a: &cli::ServeArgs) -> web::WebConfig {

@@ -1,5 +1,6 @@
 // vigil web app: live grid, one camera with timeline and playback, export,
-// topics and status. Plain JS, no build step; the API is in docs/api.md.
+// topics and status; detection boxes and the events page are in detect.js.
+// Plain JS, no build step; the API is in docs/api.md.
 'use strict';
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -45,6 +46,7 @@ class LivePlayer {
     this.camera = camera; this.box = box; this.mode = mode;
     this.stats = window.vigil.stats[camera] = { frames: 0, latencies: [], mode, codec: null, error: null };
     this.pending = []; this.queue = []; this.closed = false;
+    this.overlay = new Overlay(box, this.stats, () => this.stats.frameUs);
     window.vigil.players.push(this);
     this.connect();
     this.report = setInterval(() => this.sendLatency(), 1000);
@@ -54,7 +56,7 @@ class LivePlayer {
     const proto = location.protocol === 'https:' ? 'wss' : 'ws';
     const ws = this.ws = new WebSocket(`${proto}://${location.host}/api/cameras/${encodeURIComponent(this.camera)}/live?mode=${this.mode}`);
     ws.binaryType = 'arraybuffer';
-    ws.onmessage = ev => typeof ev.data === 'string' ? this.hello(JSON.parse(ev.data)) : this.media(ev.data);
+    ws.onmessage = ev => typeof ev.data === 'string' ? this.text(JSON.parse(ev.data)) : this.media(ev.data);
     ws.onclose = () => { if (!this.closed) setTimeout(() => this.connect(), 1000); };
   }
 
@@ -62,6 +64,7 @@ class LivePlayer {
     this.closed = true;
     clearInterval(this.report);
     this.ws?.close();
+    this.overlay.remove();
     try { this.decoder?.close(); } catch (e) { /* already closed */ }
     window.vigil.players = window.vigil.players.filter(p => p !== this);
   }
@@ -73,8 +76,10 @@ class LivePlayer {
     this.stats.error = text;
   }
 
-  shown(latencyMs) {
+  // A frame captured at `captureUs` is on screen, `latencyMs` after capture.
+  shown(latencyMs, captureUs) {
     this.stats.frames++;
+    this.stats.frameUs = captureUs;
     if (latencyMs >= 0 && latencyMs < 600000) { this.pending.push(latencyMs); this.stats.latencies.push(latencyMs); }
     if (this.stats.latencies.length > 300) this.stats.latencies.shift();
   }
@@ -86,11 +91,15 @@ class LivePlayer {
     this.pending = [];
   }
 
+  text(m) {
+    if (m.type === 'detections') return this.overlay.live(m);
+    if (m.type === 'hello') return this.hello(m);
+  }
+
   hello(h) {
-    if (h.type !== 'hello') return;
     this.stats.codec = h.codec;
     this.base = h.base_us;
-    for (const el of this.box.querySelectorAll('video,canvas,img')) el.remove();
+    for (const el of this.box.querySelectorAll('video,canvas:not(.overlay),img')) el.remove();
     if (h.codec === 'mjpeg') return this.setupJpeg();
     if (this.mode === 'webcodecs') return this.setupDecoder(h);
     this.setupMse(h);
@@ -109,7 +118,7 @@ class LivePlayer {
       this.canvas.width = img.width; this.canvas.height = img.height;
       this.canvas.getContext('2d').drawImage(img, 0, 0);
       img.close();
-      this.shown(performance.timeOrigin + performance.now() - captureUs / 1000);
+      this.shown(performance.timeOrigin + performance.now() - captureUs / 1000, captureUs);
     } catch (e) { this.note('bad JPEG from camera'); }
     this.busy = false;
   }
@@ -125,7 +134,7 @@ class LivePlayer {
     this.decoder = new VideoDecoder({
       output: frame => {
         ctx.drawImage(frame, 0, 0, this.canvas.width, this.canvas.height);
-        this.shown(performance.timeOrigin + performance.now() - frame.timestamp / 1000);
+        this.shown(performance.timeOrigin + performance.now() - frame.timestamp / 1000, frame.timestamp);
         frame.close();
       },
       error: e => this.note('decoder: ' + e.message),
@@ -151,7 +160,8 @@ class LivePlayer {
       this.drain();
     }, { once: true });
     const onFrame = (now, md) => {
-      this.shown(performance.timeOrigin + md.presentationTime - (this.base / 1000 + md.mediaTime * 1000));
+      this.shown(performance.timeOrigin + md.presentationTime - (this.base / 1000 + md.mediaTime * 1000),
+        this.base + md.mediaTime * 1e6);
       video.requestVideoFrameCallback(onFrame);
     };
     video.requestVideoFrameCallback(onFrame);
@@ -221,12 +231,13 @@ async function gridPage() {
   }
 }
 
-async function cameraPage(id) {
+async function cameraPage(id, at) {
   const cams = await api('/api/cameras');
   const cam = cams.find(c => c.id === id);
   if (!cam) { main.innerHTML = `<p class="error">No camera ${esc(id)} (or no permission).</p>`; return; }
   main.replaceChildren($('#camera-page').content.cloneNode(true));
   $('.cam-id', main).textContent = id;
+  $('#cam-events', main).href = `#/events?camera=${encodeURIComponent(id)}`;
   const big = $('#big', main);
   let live = null, playback = null;
   const goLive = () => {
@@ -246,13 +257,14 @@ async function cameraPage(id) {
     playback.src = `/api/cameras/${encodeURIComponent(id)}/recording.mp4?from=${Math.floor(fromUs)}&to=${Math.floor(to)}`;
     playback.playbackRate = Number($('#speed', main).value);
     playback.addEventListener('loadedmetadata', () => { playback.playbackRate = Number($('#speed', main).value); });
+    const captureTime = playbackOverlay(id, big, playback, playback.src, fromUs, to);
     playback.addEventListener('timeupdate', () => {
-      const at = fromUs + playback.currentTime * 1e6;
+      const at = captureTime();
       $('#position', main).textContent = fmtTime(at);
       moveCursor(at);
     });
     playback.addEventListener('error', () => { $('#position', main).textContent = 'nothing recorded there'; });
-    big.append(playback);
+    big.prepend(playback);
     $('#mode', main).textContent = 'playback';
     window.vigil.playback = playback;
   };
@@ -310,7 +322,7 @@ async function cameraPage(id) {
     link.href = url; link.download = ''; document.body.append(link); link.click(); link.remove();
   };
   window.vigil.play = play;
-  goLive();
+  if (at) play(at); else goLive();
   await timeline();
   const refresh = setInterval(() => { if (!document.body.contains(form)) clearInterval(refresh); else timeline().catch(() => {}); }, 10000);
 }
@@ -381,7 +393,11 @@ async function route() {
   try {
     if (h === '#/login') return loginPage();
     if (!(await who())) { location.hash = '#/login'; return; }
-    if (h.startsWith('#/camera/')) return await cameraPage(decodeURIComponent(h.slice(9)));
+    if (h.startsWith('#/camera/')) {
+      const [path, query] = h.slice(9).split('?');
+      return await cameraPage(decodeURIComponent(path), Number(new URLSearchParams(query || '').get('t')) || null);
+    }
+    if (h === '#/events' || h.startsWith('#/events?')) return await eventsPage(new URLSearchParams(h.split('?')[1] || ''));
     if (h === '#/topics') return await topicsPage();
     if (h === '#/status') return await statusPage();
     return await gridPage();

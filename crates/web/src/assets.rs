@@ -6,6 +6,7 @@ use axum::routing::get;
 
 const INDEX: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
+const DETECT_JS: &str = include_str!("../assets/detect.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 
 fn asset(body: &'static str, mime: &'static str) -> impl IntoResponse {
@@ -17,5 +18,6 @@ pub fn routes() -> axum::Router {
     axum::Router::new()
         .route("/", get(|| async { asset(INDEX, "text/html; charset=utf-8") }))
         .route("/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
+        .route("/detect.js", get(|| async { asset(DETECT_JS, "text/javascript; charset=utf-8") }))
         .route("/app.css", get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }))
 }

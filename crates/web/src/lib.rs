@@ -5,19 +5,26 @@
 //! - `socket`: the live WebSocket protocol (fMP4 for MSE, samples for
 //!   WebCodecs, JPEG for MJPEG cameras);
 //! - `api`: the JSON API the web app uses (docs/api.md);
+//! - `detections`: live boxes for the live WebSocket, recorded boxes and
+//!   object events for ranges (read with `scan`); `thumbnail`: an archived
+//!   frame as a small JPEG;
 //! - `assets`: the web app itself, embedded in the binary.
 
 mod api;
 mod assets;
 pub mod auth;
+pub mod detections;
 pub mod live;
 mod playback;
+mod scan;
 mod socket;
+mod thumbnail;
 mod tls;
 
 use axum::extract::FromRef;
 use bus::metrics::Metrics;
 use bus::{KafkaConfig, TopicSpec};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,7 +77,18 @@ pub struct App {
     pub cameras: Vec<CameraInfo>,
     pub latency: Arc<api::LatencyLog>,
     pub rates: Arc<api::Rates>,
+    /// Live detection records, one consumer for all live viewers.
+    pub detections: Arc<detections::Hub>,
+    /// Partition counts of the topics read here (the plan's where unknown).
+    pub partitions: HashMap<&'static str, i32>,
+    /// Bounds on concurrent heavy requests: topic scans, thumbnails.
+    pub scans: Arc<tokio::sync::Semaphore>,
+    pub thumbnails: Arc<tokio::sync::Semaphore>,
 }
+
+/// Range reads of `vigil.detections` and `vigil.events` running at once
+/// (each is a Kafka consumer); more wait their turn.
+const CONCURRENT_SCANS: usize = 4;
 
 impl FromRef<App> for Arc<auth::Auth> {
     fn from_ref(app: &App) -> Self {
@@ -97,14 +115,25 @@ pub async fn start(
     };
     let find = |name| plan.iter().find(|t| t.name == name).cloned().expect("topic in plan");
     let (frames, live) = (find(bus::topics::FRAMES), find(bus::topics::LIVE));
-    let partitions = {
+    let read = [frames.name, live.name, bus::topics::DETECTIONS, bus::topics::EVENTS];
+    let partitions: HashMap<&'static str, i32> = {
         let k = kafka.clone();
-        let names = vec![frames.name.to_string(), live.name.to_string()];
+        let names = read.iter().map(|t| t.to_string()).collect::<Vec<_>>();
         let counts = tokio::task::spawn_blocking(move || k.partition_counts(&names))
             .await
             .map_err(|e| Error::Other(e.to_string()))??;
-        [frames.name, live.name].into_iter().filter_map(|t| counts.get(t).map(|&n| (t, n))).collect()
+        read.into_iter()
+            .filter_map(|t| {
+                counts
+                    .get(t)
+                    .copied()
+                    .or_else(|| plan.iter().find(|s| s.name == t).map(|s| s.partitions))
+                    .map(|n| (t, n))
+            })
+            .collect()
     };
+    let detections_topic = find(bus::topics::DETECTIONS);
+    let detection_partitions = partitions.get(detections_topic.name).copied().unwrap_or(detections_topic.partitions);
     let index = archive::open_index(&cfg.archive_dir).await?;
     // Cameras recorded but not configured here (another host's ingest)
     // can still be played back.
@@ -116,7 +145,11 @@ pub async fn start(
     }
     let app = App {
         auth: Arc::new(auth),
-        hub: live::Hub::new(kafka.clone(), frames, live, partitions, metrics.clone()),
+        hub: live::Hub::new(kafka.clone(), frames, live, partitions.clone(), metrics.clone()),
+        detections: detections::Hub::new(kafka.clone(), &detections_topic, detection_partitions),
+        partitions,
+        scans: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SCANS)),
+        thumbnails: Arc::new(tokio::sync::Semaphore::new(thumbnail::CONCURRENT)),
         index: Arc::new(index),
         archive_dir: cfg.archive_dir.clone(),
         kafka,

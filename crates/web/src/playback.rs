@@ -71,6 +71,7 @@ pub async fn recording(
     let rec = archive::playback::recording(&app.archive_dir, app.index.clone(), &id, from, to)
         .await
         .map_err(archive_error)?;
+    let start = start_us(&app, &id, from, to).await;
     // One GOP at a time: memory stays bounded however long the range.
     let body = futures::stream::unfold(rec, |mut rec| async move {
         match rec.next().await? {
@@ -81,7 +82,24 @@ pub async fn recording(
             }
         }
     });
-    Ok(([(header::CONTENT_TYPE, "video/mp4")], axum::body::Body::from_stream(body)).into_response())
+    let mut res = ([(header::CONTENT_TYPE, "video/mp4")], axum::body::Body::from_stream(body)).into_response();
+    if let Some(us) = start {
+        // Media time 0 is this capture time (the web app draws recorded
+        // detections by it; a HEAD request reads it without the video).
+        res.headers_mut().insert(START_US, HeaderValue::from(us));
+    }
+    Ok(res)
+}
+
+/// `X-Vigil-Start-Us` of `recording.mp4`.
+const START_US: &str = "x-vigil-start-us";
+
+/// The capture time of a recording's first frame: the first key frame of
+/// what `from` needs (what `archive::playback::recording` starts at).
+async fn start_us(app: &App, camera: &str, from: i64, to: i64) -> Option<i64> {
+    let (start, end) = app.index.seq_span(camera, from, to).await.ok()??;
+    let rows = app.index.frames_by_seq(camera, start, end, 256).await.ok()?;
+    rows.iter().find(|r| r.key).or(rows.first()).map(|r| r.capture_us)
 }
 
 pub async fn hls_playlist(

@@ -15,10 +15,15 @@
 //! back to the capture time and reports glass-to-glass latency with text
 //! messages `{"type":"latency","ms":[...]}`. A new hello (and init segment)
 //! follows whenever the stream's parameters change.
+//!
+//! Between frames, text messages `{"type":"detections", ...}` carry the
+//! camera's newest detection record (`crate::detections`), latest wins: a
+//! send that would wait is dropped, never the video.
 
 use crate::App;
 use crate::api::{ApiError, camera};
 use crate::auth::User;
+use crate::detections::LiveViewer;
 use crate::live::{Source, Viewer};
 use archive::fmp4;
 use archive::mp4::{self, VideoCodec};
@@ -78,15 +83,47 @@ pub async fn live(
     };
     let source = Source { camera: cam.id.clone(), sub: cam.sub };
     let viewer = app.hub.watch(&source).map_err(ApiError::internal)?;
+    // Live video does not depend on the detector: without its topic the
+    // socket carries video alone.
+    let detections = app
+        .detections
+        .watch(&cam.id)
+        .inspect_err(|e| tracing::warn!(camera = %cam.id, error = %e, "live detections unavailable"))
+        .ok();
     let admin = user.is_admin();
-    Ok(ws.on_upgrade(move |socket| run(socket, viewer, mode, app, headers, admin)))
+    Ok(ws.on_upgrade(move |socket| run(socket, viewer, detections, mode, app, headers, admin)))
 }
 
-async fn run(mut socket: WebSocket, mut viewer: Viewer, mode: Mode, app: App, headers: HeaderMap, admin: bool) {
+/// The next detection record to send, or never.
+async fn next_detections(d: &mut Option<LiveViewer>) -> std::sync::Arc<crate::detections::LiveRecord> {
+    match d {
+        Some(d) => d.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(
+    mut socket: WebSocket,
+    mut viewer: Viewer,
+    mut detections: Option<LiveViewer>,
+    mode: Mode,
+    app: App,
+    headers: HeaderMap,
+    admin: bool,
+) {
     let mut muxer = Muxer::new(mode);
     let mut recheck = tokio::time::interval(RECHECK);
     loop {
         tokio::select! {
+            r = next_detections(&mut detections) => {
+                // Boxes are worth little late: a slow send skips this record
+                // (the next one replaces it).
+                let text = Message::Text(r.text.clone().into());
+                match tokio::time::timeout(SLOW_SEND, socket.send(text)).await {
+                    Ok(Ok(())) | Err(_) => {}
+                    Ok(Err(_)) => return,
+                }
+            }
             f = viewer.next() => {
                 let Some(f) = f else { return };
                 for msg in muxer.messages(&f) {
