@@ -74,11 +74,15 @@ class Letterbox:
         if self.copy:
             img = rgb
         else:
-            f = rgb.astype(np.float32)
+            # The four neighbours of every output pixel gathered as uint8
+            # (np.take: several times faster than fancy indexing), then
+            # blended in float32.
+            r0, r1 = rgb[self.y0], rgb[self.y1]
+            a, b = (np.take(r0, x, axis=1).astype(np.float32) for x in (self.x0, self.x1))
+            c, d = (np.take(r1, x, axis=1).astype(np.float32) for x in (self.x0, self.x1))
             fx = self.fx[None, :, None]
-            top = f[self.y0][:, self.x0] * (1 - fx) + f[self.y0][:, self.x1] * fx
-            bot = f[self.y1][:, self.x0] * (1 - fx) + f[self.y1][:, self.x1] * fx
-            img = top + (bot - top) * self.fy[:, None, None]
+            top = a + (b - a) * fx
+            img = top + (c + (d - c) * fx - top) * self.fy[:, None, None]
         area = self.tensor[0, :, self.top:self.top + self.nh, self.left:self.left + self.nw]
         np.multiply(img.transpose(2, 0, 1), np.float32(1 / 255.0), out=area, casting="unsafe")
         return self.tensor

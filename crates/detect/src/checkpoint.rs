@@ -67,6 +67,23 @@ pub fn read(
     Ok(out)
 }
 
+/// The end offset of each of `partitions` of `topic` now (blocking).
+pub fn end_offsets(kafka: &KafkaConfig, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, bus::Error> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = kafka
+        .consumer_config(bus::Delivery::ExactlyOnce, "vigil-detect")
+        .create()
+        .map_err(|e| bus::Error::kafka("create consumer", e))?;
+    let mut out = BTreeMap::new();
+    for &p in partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .map_err(|e| bus::Error::kafka("read end offsets", e))?;
+        out.insert(p, high);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,11 +78,12 @@ pub async fn run(
         .map_err(|e| Error::Bus(bus::Error::Other(format!("cannot start the detector thread: {e}"))))?;
     tokio::pin!(shutdown);
     let mut done_rx = done_rx;
+    let panicked = || Err(Error::Bus(bus::Error::Other("the detector thread panicked".into())));
     tokio::select! {
-        r = &mut done_rx => return r.unwrap_or(Ok(())),
+        r = &mut done_rx => return r.unwrap_or_else(|_| panicked()),
         _ = &mut shutdown => stop.store(true, Ordering::Relaxed),
     }
-    done_rx.await.unwrap_or(Ok(()))
+    done_rx.await.unwrap_or_else(|_| panicked())
 }
 
 async fn supervise(
@@ -96,17 +97,24 @@ async fn supervise(
     loop {
         // Loading the model again on a restart is cheap next to what a
         // half-failed run may have left in it.
-        let detector = Detector::new(cfg.clone(), kafka, metrics)?;
-        match detector.run(kafka, frames, metrics, stop).await {
+        let result = match Detector::new(cfg.clone(), kafka, metrics) {
+            Ok(detector) => detector.run(kafka, frames, metrics, stop).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(()) => return Ok(()),
-            Err(e @ (Error::Model(_) | Error::ModelFile { .. })) => return Err(e),
+            // The model, its file or the settings: trying again changes nothing.
+            Err(e @ (Error::Model(_) | Error::ModelFile { .. } | Error::Config(_))) => return Err(e),
             Err(e) => {
                 tracing::error!(error = %e, "detector failed; restarting from its last checkpoint");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Ok(());
+                let until = std::time::Instant::now() + backoff;
+                while std::time::Instant::now() < until {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
             }
         }
     }

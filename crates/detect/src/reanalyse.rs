@@ -31,6 +31,9 @@ impl Detector {
         from_us: i64,
         to_us: i64,
     ) -> Result<Summary, Error> {
+        if self.cfg_transactions() {
+            return Err(Error::Transaction("a re-analysis publishes without transactions: leave them off".into()));
+        }
         self.publish_events = false;
         let archive_err = |e: archive::Error| Error::Bus(bus::Error::Other(format!("archive: {e}")));
         let index = archive::open_index(archive_dir).await.map_err(archive_err)?;
@@ -77,7 +80,7 @@ impl Detector {
             summary.frames_analysed += batch.len() as u64;
             self.analyse(batch)?;
         }
-        self.wait_delivered().await?;
+        self.wait_delivered(&std::sync::atomic::AtomicBool::new(false)).await?;
         Ok(summary)
     }
 }

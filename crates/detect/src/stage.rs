@@ -20,6 +20,7 @@ use media::Stream;
 use rdkafka::Offset;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Which frames are analysed.
@@ -59,7 +60,13 @@ pub enum Error {
     Delivery(String),
     #[error("transaction: {0}")]
     Transaction(String),
+    #[error("{0}")]
+    Config(String),
 }
+
+/// The longest checkpoint interval with transactions: well inside
+/// librdkafka's default `transaction.timeout.ms` (60 s).
+const TRANSACTION_MAX: Duration = Duration::from_secs(30);
 
 /// The model's identity in records: file name and CRC-32 of its bytes, so
 /// results of two different files never share an id.
@@ -75,6 +82,9 @@ struct Camera {
     partition: i32,
     /// Where to read again to decode this camera's current GOP.
     gop_resume: Option<i64>,
+    /// When its last frame came: a camera quiet for a minute no longer
+    /// holds its partition's resume point at its old GOP.
+    last_seen: Instant,
     /// Logged once: why this camera's frames are not analysed.
     refused: bool,
 }
@@ -93,6 +103,7 @@ struct Counters {
     objects: Counter,
     undecodable: Counter,
     inference_ms: Gauge,
+    checkpoints: Counter,
 }
 
 pub struct Detector {
@@ -112,6 +123,13 @@ pub struct Detector {
 
 impl Detector {
     pub fn new(cfg: DetectConfig, kafka: &KafkaConfig, metrics: &Metrics) -> Result<Self, Error> {
+        if cfg.transactions && cfg.checkpoint_interval > TRANSACTION_MAX {
+            // The broker aborts a transaction open longer than its timeout.
+            return Err(Error::Config(format!(
+                "with transactions the checkpoint interval must be at most {} s (it is one transaction)",
+                TRANSACTION_MAX.as_secs()
+            )));
+        }
         let model = Model::load(&cfg.model)?;
         let model_id = model_id(&cfg.model.path)?;
         let producer = if cfg.transactions {
@@ -132,6 +150,11 @@ impl Detector {
             undecodable: metrics.counter(
                 "vigil_detect_undecodable_frames_total",
                 "Frames that could not be decoded (broken, or a codec without a decoder).",
+                &labels,
+            ),
+            checkpoints: metrics.counter(
+                "vigil_detect_checkpoints_total",
+                "Checkpoints stored (with transactions: transactions committed).",
                 &labels,
             ),
             inference_ms: metrics.gauge(
@@ -159,6 +182,10 @@ impl Detector {
         &self.model_id
     }
 
+    pub(crate) fn cfg_transactions(&self) -> bool {
+        self.cfg.transactions
+    }
+
     /// The most frames one inference takes.
     pub(crate) fn batch_size(&self) -> usize {
         self.model.batch()
@@ -172,20 +199,33 @@ impl Detector {
         kafka: &KafkaConfig,
         frames: &TopicSpec,
         metrics: &Metrics,
-        stop: &std::sync::atomic::AtomicBool,
+        stop: &AtomicBool,
     ) -> Result<(), Error> {
         let (kafka2, out, model) = (kafka.clone(), self.cfg.output_topic.clone(), self.model_id.clone());
         self.resumed =
             tokio::task::spawn_blocking(move || checkpoint::read(&kafka2, &out, &model, Duration::from_secs(30)))
                 .await
                 .map_err(|e| Error::Bus(bus::Error::Other(e.to_string())))??;
-        let from: HashMap<i32, Offset> = (0..frames.partitions)
-            .map(|p| (p, self.resumed.get(&p).map_or(Offset::End, |s| Offset::Offset(s.resume_offset))))
-            .collect();
+        // A partition without a checkpoint starts at its end as it is now,
+        // as a concrete offset that goes into the first checkpoint: frames
+        // that arrive while the detector is down are analysed after.
+        let missing: Vec<i32> = (0..frames.partitions).filter(|p| !self.resumed.contains_key(p)).collect();
+        let (kafka2, topic) = (kafka.clone(), frames.name);
+        let ends = tokio::task::spawn_blocking(move || checkpoint::end_offsets(&kafka2, topic, &missing))
+            .await
+            .map_err(|e| Error::Bus(bus::Error::Other(e.to_string())))??;
+        for (p, end) in ends {
+            self.resumed.insert(p, PartitionState { resume_offset: end, cameras: BTreeMap::new() });
+        }
+        let from: HashMap<i32, Offset> =
+            self.resumed.iter().map(|(&p, s)| (p, Offset::Offset(s.resume_offset))).collect();
+        // Nothing before a partition's start offset is read again: the
+        // resume point of a GOP whose key frame is the first thing read.
+        self.before_frame = self.resumed.iter().map(|(&p, s)| (p, s.resume_offset)).collect();
         tracing::info!(resumed = ?self.resumed.keys().collect::<Vec<_>>(), "detector reading vigil.frames");
         let mut reader = FrameReader::assign_from(kafka, frames, "vigil-detect", &from, metrics)?;
         let mut last_checkpoint = Instant::now();
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) {
             let mut jobs = Vec::new();
             let mut wait = Duration::from_millis(200);
             while jobs.len() < self.model.batch() {
@@ -200,11 +240,11 @@ impl Detector {
                 self.analyse(jobs)?;
             }
             if last_checkpoint.elapsed() >= self.cfg.checkpoint_interval {
-                self.checkpoint(&reader).await?;
+                self.checkpoint(&reader, stop).await?;
                 last_checkpoint = Instant::now();
             }
         }
-        self.checkpoint(&reader).await
+        self.checkpoint(&reader, stop).await
     }
 
     /// Decodes what the sampling rule needs; returns the frame if it is to
@@ -238,9 +278,11 @@ impl Detector {
             }),
             partition: d_partition,
             gop_resume: None,
+            last_seen: Instant::now(),
             refused: false,
         });
         cam.partition = d_partition;
+        cam.last_seen = Instant::now();
         if meta.key {
             cam.gop_resume = resume_before.or(Some(source.offset));
         }
@@ -337,17 +379,20 @@ impl Detector {
     }
 
     /// Queues a record; waits (never drops) while librdkafka's queue is full.
+    /// Any other refusal (a fenced or failed producer, a record too large)
+    /// ends the run, to start again from the last checkpoint.
     fn send(&mut self, topic: &str, key: &str, payload: Vec<u8>) -> Result<(), Error> {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
         loop {
             match self.producer.send_result(FutureRecord::to(topic).key(key).payload(&payload)) {
                 Ok(f) => {
                     self.pending.push(f);
                     return Ok(());
                 }
-                Err((e, _)) => {
-                    tracing::debug!(error = %e, "producer queue full, waiting");
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
+                Err((e, _)) => return Err(Error::Delivery(format!("{topic}: {e}"))),
             }
         }
     }
@@ -356,17 +401,20 @@ impl Detector {
     /// that failed ends the run: the next run starts from the previous
     /// checkpoint and publishes the same records again. With transactions
     /// the checkpoint and the input offsets commit with the records.
-    async fn checkpoint(&mut self, reader: &FrameReader) -> Result<(), Error> {
+    async fn checkpoint(&mut self, reader: &FrameReader, stop: &AtomicBool) -> Result<(), Error> {
         if !self.cfg.transactions {
-            self.wait_delivered().await?;
+            self.wait_delivered(stop).await?;
         }
-        let mut states: BTreeMap<i32, PartitionState> = BTreeMap::new();
+        // Start from what was resumed: partitions not read yet and cameras
+        // not seen yet in this run keep their state.
+        let mut states = self.resumed.clone();
         for (p, o) in reader.resume_offsets() {
-            states.insert(p, PartitionState { resume_offset: o, cameras: BTreeMap::new() });
+            states.entry(p).or_default().resume_offset = o;
         }
         for (name, cam) in &self.cameras {
             let Some(s) = states.get_mut(&cam.partition) else { continue };
-            if let (Sampling::PerSecond(_), Some(g)) = (self.cfg.sampling, cam.gop_resume) {
+            let recent = cam.last_seen.elapsed() < Duration::from_secs(60);
+            if let (Sampling::PerSecond(_), Some(g), true) = (self.cfg.sampling, cam.gop_resume, recent) {
                 s.resume_offset = s.resume_offset.min(g);
             }
             s.cameras.insert(name.clone(), cam.state.clone());
@@ -379,9 +427,8 @@ impl Detector {
             offsets.add_partition_offset(topics::FRAMES, p, Offset::Offset(s.resume_offset)).map_err(txn("offsets"))?;
         }
         if !self.cfg.transactions {
-            if self.wait_delivered().await.is_err() {
-                tracing::warn!("checkpoint not stored; the next one replaces it");
-            }
+            self.wait_delivered(stop).await?;
+            self.counters.checkpoints.inc();
             return Ok(());
         }
         let group = reader.group_metadata().ok_or_else(|| Error::Transaction("the reader has no group".into()))?;
@@ -396,15 +443,25 @@ impl Detector {
             return Err(Error::Transaction(format!("commit: {e}")));
         }
         self.pending.clear();
+        self.counters.checkpoints.inc();
         self.producer.begin_transaction().map_err(txn("begin"))
     }
 
-    pub(crate) async fn wait_delivered(&mut self) -> Result<(), Error> {
-        for f in self.pending.drain(..) {
-            match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(Error::Delivery(e.to_string())),
-                Err(_) => return Err(Error::Delivery("producer closed".into())),
+    /// Waits for every queued record's acknowledgement. Gives up when
+    /// `stop` is set (the broker may be gone for good): the next run
+    /// starts from the last checkpoint.
+    pub(crate) async fn wait_delivered(&mut self, stop: &AtomicBool) -> Result<(), Error> {
+        for mut f in std::mem::take(&mut self.pending) {
+            loop {
+                match tokio::time::timeout(Duration::from_millis(500), &mut f).await {
+                    Ok(Ok(Ok(_))) => break,
+                    Ok(Ok(Err((e, _)))) => return Err(Error::Delivery(e.to_string())),
+                    Ok(Err(_)) => return Err(Error::Delivery("producer closed".into())),
+                    Err(_) if stop.load(Ordering::Relaxed) => {
+                        return Err(Error::Delivery("stopping with records not acknowledged".into()));
+                    }
+                    Err(_) => {}
+                }
             }
         }
         Ok(())

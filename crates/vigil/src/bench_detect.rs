@@ -28,7 +28,7 @@ use std::time::Instant;
 #[derive(clap::Args, Debug)]
 pub struct DetectBenchArgs {
     /// Frames of the clip, every one decoded by both sides.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 100)]
     pub frames: usize,
     /// Inference threads, both sides (ONNX Runtime intra-op; ffmpeg's
     /// decoder threads on the Python side).
@@ -38,11 +38,14 @@ pub struct DetectBenchArgs {
     /// `--frames` frames, copied, not re-encoded).
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
+    /// The generated clip's size, WxH (the scene is drawn at 640x360 and scaled).
+    #[arg(long, default_value = "640x360", value_name = "WxH")]
+    pub resolution: String,
     /// Analyse every k-th frame (the others are still decoded).
     #[arg(long, default_value_t = 1)]
     pub every: usize,
-    /// Rounds; sides alternate which goes first.
-    #[arg(long, default_value_t = 3)]
+    /// Rounds; sides alternate which goes first (even: each first as often).
+    #[arg(long, default_value_t = 4)]
     pub rounds: usize,
     /// The model [default: the detector's, from the config or scripts/fetch-model].
     #[arg(long, value_name = "FILE")]
@@ -99,7 +102,13 @@ fn bench(
     dir: &Path,
 ) -> Result<()> {
     let clip = dir.join("clip.h264");
-    prepare_clip(a.input.as_deref(), a.frames, &clip)?;
+    let size = match a.resolution.split_once('x').map(|(w, h)| (w.parse::<u32>(), h.parse::<u32>())) {
+        Some((Ok(w), Ok(h))) if (16..=7680).contains(&w) && (16..=4320).contains(&h) && w % 2 == 0 && h % 2 == 0 => {
+            (w, h)
+        }
+        _ => bail!("--resolution {}: use WxH, even, e.g. 1920x1080", a.resolution),
+    };
+    prepare_clip(a.input.as_deref(), a.frames, size, &clip)?;
     let frames = access_units(&std::fs::read(&clip)?);
     if frames.is_empty() || !frames[0].meta.key {
         bail!("{}: no access units, or the first is not a key frame", clip.display());
@@ -111,7 +120,9 @@ fn bench(
         "clip: {} frames of {} ({}), analysing every {}; model {} at {}x{}; {} inference thread(s); \
          vigil's ONNX Runtime {} from {}; Python: {versions}",
         frames.len(),
-        a.input.as_ref().map_or("a generated 640x360 10 fps H.264 clip, GOP 10".into(), |p| p.display().to_string()),
+        a.input
+            .as_ref()
+            .map_or(format!("a generated {} 10 fps H.264 clip, GOP 10", a.resolution), |p| p.display().to_string()),
         kb(&clip),
         a.every,
         opts.path.display(),
@@ -158,9 +169,9 @@ fn kb(p: &Path) -> String {
 
 /// Writes `frames` frames of H.264 in Annex B with an AUD before every
 /// access unit: from `input` copied, else generated (a photo of a dog and a
-/// bicycle moving over a flat background, 640x360, 10 fps, GOP 10, no
-/// B-frames: what a camera sends).
-fn prepare_clip(input: Option<&Path>, frames: usize, out: &Path) -> Result<()> {
+/// bicycle moving over a flat background, drawn at 640x360 and scaled to
+/// `size`, 10 fps, GOP 10, no B-frames: what a camera sends).
+fn prepare_clip(input: Option<&Path>, frames: usize, size: (u32, u32), out: &Path) -> Result<()> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-v", "error", "-nostdin", "-y"]);
     match input {
@@ -180,7 +191,8 @@ fn prepare_clip(input: Option<&Path>, frames: usize, out: &Path) -> Result<()> {
                 bail!("{photo} is missing: run scripts/fetch-model (it installs the darknet photos), or pass --input");
             }
             cmd.args(["-f", "lavfi", "-i", "color=c=0x556655:s=640x360:r=10", "-i", photo])
-                .args(["-filter_complex", "[1:v]scale=360:270[d];[0:v][d]overlay=x='20+t*12':y=45"])
+                .arg("-filter_complex")
+                .arg(format!("[1:v]scale=360:270[d];[0:v][d]overlay=x='20+t*12':y=45,scale={}:{}", size.0, size.1))
                 .args(["-c:v", "libx264", "-g", "10", "-bf", "0", "-pix_fmt", "yuv420p"])
                 .args(["-bsf:v", "h264_metadata=aud=insert"]);
         }
@@ -204,7 +216,8 @@ fn access_units(data: &[u8]) -> Vec<Frame> {
     let mut out = Vec::with_capacity(starts.len());
     for (i, &at) in starts.iter().enumerate() {
         let end = starts.get(i + 1).copied().unwrap_or(data.len());
-        let key = nals.iter().any(|&(p, t)| p >= at && p < end && t == 5);
+        let (lo, hi) = (nals.partition_point(|n| n.0 < at), nals.partition_point(|n| n.0 < end));
+        let key = nals[lo..hi].iter().any(|n| n.1 == 5);
         let seq = i as u64;
         let meta = FrameMeta {
             camera: "bench".into(),

@@ -56,7 +56,14 @@ pub async fn run(s: Settings, a: DetectArgs) -> Result<()> {
         s.plan.push(bus::TopicSpec { name: Box::leak(t.clone().into_boxed_str()), ..spec });
         cfg.output_topic = t;
     }
+    if cfg.transactions && !reanalysis && s.brokers.is_none() {
+        bail!(
+            "the embedded broker has no Kafka transactions: leave detect.transactions off (results are deduplicated by id)"
+        );
+    }
     if reanalysis {
+        // One-off publishing, never resumed: no transaction to commit.
+        cfg.transactions = false;
         return reanalyse(s, cfg, a.from.as_deref().unwrap_or_default(), a.to.as_deref().unwrap_or("now"), &a.cameras)
             .await;
     }

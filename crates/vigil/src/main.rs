@@ -210,6 +210,9 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
         );
     }
     println!("  archive  {}", s.archive.dir.display());
+    if s.detect_in_up && s.detect.transactions && s.brokers.is_none() {
+        anyhow::bail!("the embedded broker has no Kafka transactions: set detect.transactions = false");
+    }
     let detecting = s.detect_in_up && detector_ready(&s.detect);
     if detecting {
         println!("  detect   {} → {}, {}", s.detect.model.path.display(), bus::topics::DETECTIONS, bus::topics::EVENTS);
@@ -226,7 +229,14 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
     let archive = tokio::spawn(archive_role(&s, metrics.clone(), stopped(stop_rx.clone())));
     let detector = detecting.then(|| {
         let (s2, cfg, m, stop) = (s.clone(), s.detect.clone(), metrics.clone(), stopped(stop_rx.clone()));
-        tokio::spawn(async move { detect_cmd::role(&s2, cfg, m, stop).await })
+        tokio::spawn(async move {
+            let r = detect_cmd::role(&s2, cfg, m, stop).await;
+            // Said at once: recording goes on without detection.
+            if let Err(e) = &r {
+                tracing::error!("detector stopped: {e:#}");
+            }
+            r
+        })
     });
     let ingest = ingest::run(ingest_config(&s, None), s.kafka.clone(), s.plan.clone(), metrics, stopped(stop_rx));
     let signal = async {
@@ -237,10 +247,9 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
     ingested?;
     archive.await??;
     if let Some(d) = detector {
-        // A detector failing (its model, say) must not take the recording down.
-        if let Err(e) = d.await? {
-            eprintln!("vigil: detector stopped: {e:#}");
-        }
+        // A detector failing (its model, say) must not take the recording
+        // down; it was logged when it happened.
+        let _ = d.await?;
     }
     web_task.await??;
     drop(embedded);
