@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 /// Which frames are analysed.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Sampling {
-    /// Every key frame (cheapest: only key frames are decoded).
+    /// Every key frame, at most one per second (cheapest: only key frames
+    /// are decoded).
     KeyFrames,
     /// At most this many per second of capture time, every frame decoded.
     PerSecond(f64),
@@ -289,15 +290,14 @@ impl Detector {
         // Frames up to done_seq were accounted for before a restart: they
         // only rebuild the decoder.
         let fresh = cam.state.done_seq.is_none_or(|done| meta.seq > done);
-        let bucket = match self.cfg.sampling {
-            Sampling::KeyFrames => None,
-            Sampling::PerSecond(n) => Some((meta.capture_us as f64 * n / 1e6).floor() as i64),
+        // Key-frame mode keeps to one per second too: every frame of an
+        // MJPEG camera is a key frame.
+        let (rate, needs_key) = match self.cfg.sampling {
+            Sampling::KeyFrames => (1.0, true),
+            Sampling::PerSecond(n) => (n, false),
         };
-        let wanted = fresh
-            && match bucket {
-                None => meta.key,
-                Some(b) => cam.state.last_bucket.is_none_or(|last| b > last),
-            };
+        let bucket = (meta.capture_us as f64 * rate / 1e6).floor() as i64;
+        let wanted = fresh && (meta.key || !needs_key) && cam.state.last_bucket.is_none_or(|last| bucket > last);
         if fresh {
             cam.state.done_seq = Some(meta.seq);
         }
@@ -317,7 +317,7 @@ impl Detector {
             }
         }?;
         if wanted {
-            cam.state.last_bucket = bucket;
+            cam.state.last_bucket = Some(bucket);
         }
         Some(Job { camera: meta.camera.clone(), seq: meta.seq, capture_us: meta.capture_us, source, picture })
     }

@@ -226,7 +226,8 @@ fn camera_thread(
             for rec in media::split(&frame, 900_000).unwrap() {
                 producer.send(BaseRecord::to(bus::topics::FRAMES).key("dog").payload(&rec)).unwrap();
             }
-            producer.poll(Duration::from_millis(200));
+            producer.poll(Duration::ZERO);
+            std::thread::sleep(Duration::from_millis(200));
             seq += 1;
             at.store(seq, std::sync::atomic::Ordering::Relaxed);
         }
@@ -255,7 +256,7 @@ fn transactions_on_a_mock_cluster_show_each_result_once() {
     kafka.replication_factor = 1;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cfg = dir.join("detect.toml");
-    std::fs::write(&cfg, "replication_factor = 1\n[detect]\nsample = \"key-frames\"\ncheckpoint_interval_ms = 1000\n")
+    std::fs::write(&cfg, "replication_factor = 1\n[detect]\nsample = \"10/s\"\ncheckpoint_interval_ms = 1000\n")
         .unwrap();
     let d = dir.join("d");
     #[rustfmt::skip]
