@@ -437,6 +437,13 @@ mod tests {
             ("[archive]\nmax_age_s = 0", "max_age_s"),
             ("[archive]\nmax_age = 5", "max_age"),
             ("[kafka]\n\"enable.auto.commit\" = \"true\"", "delivery guarantee"),
+            ("[detect]\nsample = \"often\"", "detect.sample"),
+            ("[detect]\nsample = \"0/s\"", "detect.sample"),
+            ("[detect]\ninput_size = 600", "detect.input_size"),
+            ("[detect]\nscore_threshold = 1.5", "detect.score_threshold"),
+            ("[detect]\nmax_age = 0", "detect.max_age"),
+            ("[detect]\ncheckpoint_interval_ms = 5", "detect.checkpoint_interval_ms"),
+            ("[detect]\nmodle = \"x.onnx\"", "modle"),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", load(text, &[]).unwrap_err());
