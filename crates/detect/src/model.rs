@@ -402,6 +402,11 @@ impl Model {
                 return Err(Error::BadOutput { shape, expected });
             }
             let per_image = raw.len() / n;
+            if per_image == 0 {
+                // A dynamic-anchor model that found no anchors: nothing to decode.
+                results.extend(boxes.iter().map(|_| Vec::new()));
+                continue;
+            }
             for (lb, raw) in boxes.iter().zip(raw.chunks_exact(per_image)) {
                 let candidates = decode::decode(raw, self.layout, self.score_threshold);
                 let mut dets: Vec<Detection> = decode::nms(candidates, self.iou_threshold, decode::MAX_DETECTIONS)
