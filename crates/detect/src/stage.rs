@@ -274,9 +274,18 @@ impl Detector {
         let resumed = &self.resumed;
         let cam = self.cameras.entry(meta.camera.clone()).or_insert_with(|| Camera {
             decoder: Decoder::new(),
-            state: resumed.get(&d_partition).and_then(|s| s.cameras.get(&meta.camera)).cloned().unwrap_or_else(|| {
-                CameraState { done_seq: None, last_bucket: None, tracker: Tracker::new(&meta.camera, self.cfg.tracker) }
-            }),
+            state: match resumed.get(&d_partition).and_then(|s| s.cameras.get(&meta.camera)) {
+                Some(saved) => {
+                    let mut state = saved.clone();
+                    state.tracker.set_config(self.cfg.tracker);
+                    state
+                }
+                None => CameraState {
+                    done_seq: None,
+                    last_bucket: None,
+                    tracker: Tracker::new(&meta.camera, self.cfg.tracker),
+                },
+            },
             partition: d_partition,
             gop_resume: None,
             last_seen: Instant::now(),

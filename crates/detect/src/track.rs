@@ -153,6 +153,12 @@ impl Tracker {
         Tracker { camera: camera.to_string(), cfg, last_seq: None, tracks: Vec::new() }
     }
 
+    /// Settings changed by the operator since this state was saved apply
+    /// from the next frame on.
+    pub fn set_config(&mut self, cfg: TrackerConfig) {
+        self.cfg = cfg;
+    }
+
     /// The seq of the last frame taken: the next must be greater.
     pub fn last_seq(&self) -> Option<u64> {
         self.last_seq
