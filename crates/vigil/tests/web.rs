@@ -80,12 +80,7 @@ fn web_app_api_and_browser() {
     let (code, _, err) = vigil_stdin(&[&["user", "add", "x", "--role", "boss"], &base[..]].concat(), "password-123\n");
     assert!(code == 1 && err.contains("unknown role \"boss\""), "{err}");
 
-    let (web, broker) = (free_port(), free_port());
-    let (web_s, broker_s) = (web.to_string(), broker.to_string());
-    let up_args =
-        [&["up", "--listen", &web_s, "--broker-listen", &broker_s, "--metrics-listen", "off"], &base[..]].concat();
-    let mut up = Vigil::start("up", &up_args, &dir);
-    wait_port(web, Duration::from_secs(60));
+    let (mut up, web) = start_up(&base, &dir);
 
     // Without a browser: health and metrics are open and show no video.
     assert_eq!(http(web, "GET", "/healthz", &[], "").0, 200);

@@ -110,12 +110,7 @@ sample = "2/s"
         let (code, _, err) = vigil_stdin(&[&["user", "add"], args, &base].concat(), &format!("{pw}\n"));
         assert_eq!(code, 0, "{err}");
     }
-    let (web, broker) = (free_port(), free_port());
-    let (web_s, broker_s) = (web.to_string(), broker.to_string());
-    let up_args =
-        [&["up", "--listen", &web_s, "--broker-listen", &broker_s, "--metrics-listen", "off"], &base[..]].concat();
-    let mut up = Vigil::start("up", &up_args, &dir);
-    wait_port(web, Duration::from_secs(60));
+    let (mut up, web) = start_up(&base, &dir);
     let started = bus::now_us();
 
     let bearer = format!("Bearer {}", login(web, "admin", ADMIN_PW));

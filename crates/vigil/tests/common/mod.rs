@@ -285,3 +285,14 @@ pub fn vigil_stdin(args: &[&str], input: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into(),
     )
 }
+
+/// `vigil up` with `base` arguments (config, data dir) on free ports,
+/// metrics on its web address; returns it once the web app listens.
+pub fn start_up(base: &[&str], log: &Path) -> (Vigil, SocketAddr) {
+    let (web, broker) = (free_port(), free_port());
+    let (web_s, broker_s) = (web.to_string(), broker.to_string());
+    let args = [&["up", "--listen", &web_s, "--broker-listen", &broker_s, "--metrics-listen", "off"], base].concat();
+    let up = Vigil::start("up", &args, log);
+    wait_port(web, Duration::from_secs(60));
+    (up, web)
+}
