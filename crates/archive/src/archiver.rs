@@ -4,7 +4,7 @@
 use crate::claims::Claims;
 use crate::index::{Index, OffsetUpdate};
 use crate::writer::Writer;
-use crate::{ArchiveConfig, Error, GROUP, open_index, recover, retention};
+use crate::{ArchiveConfig, Error, open_index, recover, retention};
 use bus::metrics::{Counter, Gauge, Metrics};
 use bus::{FrameReader, KafkaConfig, TopicSpec};
 use rdkafka::Offset;
@@ -114,7 +114,7 @@ impl Session<'_> {
         self.index.commit(&commit).await?;
         for (&p, &o) in &offsets {
             self.positions.insert(p, Some(o));
-            let _ = self.reader.commit(p, o - 1); // lag metrics only
+            let _ = self.reader.commit(p, o); // lag metrics only
         }
         self.c.frames.add(frames);
         self.c.bytes.add(bytes);
@@ -172,7 +172,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut first = true;
     loop {
-        let parts = FrameReader::assign_from(&kafka, &topic, GROUP, &HashMap::new(), &metrics)
+        let parts = FrameReader::assign_from(&kafka, &topic, bus::topics::groups::ARCHIVE, &HashMap::new(), &metrics)
             .map_err(Error::from)
             .and_then(|r| {
                 let w = Writer::new(&cfg.dir, cfg.segment.clone());
@@ -215,11 +215,10 @@ pub async fn run(
                             }
                             if s.writer.pending_bytes() < cfg.flush_bytes { continue; }
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "consume error");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
-                        }
+                        // Transient errors are retried inside the reader;
+                        // this one no retry cures (authentication, say).
+                        // What was not flushed is still in Kafka.
+                        Err(e) => return Err(e.into()),
                     }
                     (false, s.flush().await)
                 }

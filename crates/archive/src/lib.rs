@@ -89,9 +89,6 @@ impl ArchiveConfig {
     }
 }
 
-/// The consumer group the archive reports its position to (lag metrics only).
-pub const GROUP: &str = "vigil-archive";
-
 pub async fn open_index(dir: &Path) -> Result<Index, Error> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
     Index::open(&dir.join("index.db")).await

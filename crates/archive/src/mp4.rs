@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn reads_the_size_of_real_sps() {
-        use media::synthetic::{Encoder, SyntheticConfig, render};
+        use ingest::synthetic::{Encoder, SyntheticConfig, render};
         for (w, h) in [(320, 180), (640, 360), (1280, 720), (160, 96)] {
             let c = SyntheticConfig { width: w, height: h, ..Default::default() };
             let mut pic = vec![];

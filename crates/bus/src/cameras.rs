@@ -7,23 +7,10 @@ use crate::client::KafkaConfig;
 use crate::{Delivery, Error, topics};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CameraState {
-    pub camera: String,
-    /// `main` or `sub`.
-    pub stream: String,
-    pub up: bool,
-    /// When it went up or down, µs since the epoch.
-    pub since_us: i64,
-    /// Sessions that ended and were retried since ingest started.
-    pub reconnects: u64,
-    /// Why the last session ended (empty if none did).
-    pub last_error: String,
-}
+pub use schema::cameras::{CameraState, key};
 
 /// Writes camera states; usable from any thread.
 #[derive(Clone)]
@@ -39,19 +26,21 @@ impl CameraStates {
     /// Queues the state (never blocks); a lost record is replaced by the next.
     pub fn publish(&self, s: &CameraState) {
         let payload = serde_json::to_vec(s).unwrap_or_default();
-        let key = format!("{}/{}", s.camera, s.stream);
+        let key = key(s);
         if let Err((e, _)) = self.producer.send_result(FutureRecord::to(topics::CAMERAS).key(&key).payload(&payload)) {
             tracing::warn!(camera = %s.camera, error = %e, "camera state not queued");
         }
     }
 }
 
-/// The newest state of every camera stream (blocking: call off the runtime).
+/// The newest state of every camera stream, read once (blocking: call off
+/// the runtime). Long-running readers keep a `Table` instead.
 pub fn read_all(kafka: &KafkaConfig, partitions: i32, timeout: Duration) -> Result<Vec<CameraState>, Error> {
     let mut latest: BTreeMap<String, CameraState> = BTreeMap::new();
-    let read = crate::snapshot::read_to_end(kafka, topics::CAMERAS, partitions, timeout, |m| {
+    let range = crate::range::Range::all(topics::CAMERAS, Delivery::LastValue, partitions, timeout);
+    let read = crate::range::read(kafka, &range, |m| {
         if let Some(s) = m.payload().and_then(|p| serde_json::from_slice::<CameraState>(p).ok()) {
-            latest.insert(format!("{}/{}", s.camera, s.stream), s);
+            latest.insert(key(&s), s);
         }
     });
     match read {

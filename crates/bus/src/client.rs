@@ -104,14 +104,20 @@ impl KafkaConfig {
         self.with_user_properties(c)
     }
 
+    /// A polling consumer with the settings of `delivery`: for bounded
+    /// reads and metadata. Every consumer vigil makes is made here or in
+    /// `consumer_config`'s callers in `reader`.
+    pub fn base_consumer(&self, delivery: Delivery, group: &str) -> Result<BaseConsumer, Error> {
+        self.consumer_config(delivery, group).create().map_err(|e| Error::kafka("create consumer", e))
+    }
+
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, Error> {
         self.with_user_properties(self.base()).create().map_err(|e| Error::kafka("create admin client", e))
     }
 
     /// Fails with a clear error when no broker answers within `timeout`.
     pub fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
-        let consumer: BaseConsumer =
-            self.with_user_properties(self.base()).create().map_err(|e| Error::kafka("create client", e))?;
+        let consumer = self.base_consumer(Delivery::AtMostOnce, "vigil-metadata")?;
         let deadline = Instant::now() + timeout;
         loop {
             match consumer.fetch_metadata(None, Duration::from_millis(1000)) {
@@ -212,8 +218,7 @@ impl KafkaConfig {
 
     /// Partition count of each named topic that exists.
     pub fn partition_counts(&self, names: &[String]) -> Result<BTreeMap<String, i32>, Error> {
-        let consumer: BaseConsumer =
-            self.with_user_properties(self.base()).create().map_err(|e| Error::kafka("create client", e))?;
+        let consumer = self.base_consumer(Delivery::AtMostOnce, "vigil-metadata")?;
         let md = consumer
             .fetch_metadata(None, Duration::from_secs(10))
             .map_err(|e| Error::Unreachable { brokers: self.brokers.clone(), cause: e.to_string() })?;

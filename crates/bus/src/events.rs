@@ -6,62 +6,8 @@ use crate::client::KafkaConfig;
 use crate::topics;
 use crate::{Delivery, Error};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Unique per event (UUID v7): the consumers' dedupe key.
-    pub id: String,
-    /// e.g. `archive-paused`, `archive-resumed`.
-    pub kind: String,
-    /// The camera it concerns, if one.
-    pub camera: Option<String>,
-    pub time_us: i64,
-    /// Which process raised it (`archive@host`), for operators.
-    pub source: String,
-    pub detail: String,
-    /// For `object-appeared` / `object-left`: the object.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object: Option<ObjectInfo>,
-}
-
-/// A tracked object, as `object-appeared` and `object-left` events carry it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ObjectInfo {
-    /// `camera/seq of the first sighting/index`: globally unique, and the
-    /// same whenever the same frames are analysed by the same model.
-    pub object_id: String,
-    pub class: String,
-    pub model: String,
-    pub first_seen_us: i64,
-    pub last_seen_us: i64,
-    /// The sighting to show for the object (highest score).
-    pub best: BestFrame,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BestFrame {
-    pub seq: u64,
-    pub time_us: i64,
-    pub score: f32,
-    /// x1, y1, x2, y2 in source pixels.
-    #[serde(rename = "box")]
-    pub bbox: [f32; 4],
-}
-
-impl Event {
-    pub fn new(kind: &str, camera: Option<&str>, source: &str, detail: impl Into<String>) -> Self {
-        Event {
-            id: uuid::Uuid::now_v7().to_string(),
-            kind: kind.into(),
-            camera: camera.map(str::to_string),
-            time_us: crate::now_us(),
-            source: source.into(),
-            detail: detail.into(),
-            object: None,
-        }
-    }
-}
+pub use schema::events::{BestFrame, Event, ObjectInfo};
 
 /// Publishes events with the at-least-once settings; retries until the
 /// broker has them, without blocking the caller. Usable from any thread
@@ -111,7 +57,8 @@ pub fn read_all(kafka: &KafkaConfig, partitions: i32, timeout: std::time::Durati
     use rdkafka::Message;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
-    crate::snapshot::read_to_end(kafka, topics::EVENTS, partitions, timeout, |m| {
+    let range = crate::range::Range::all(topics::EVENTS, Delivery::AtLeastOnce, partitions, timeout);
+    crate::range::read(kafka, &range, |m| {
         if let Some(e) = m.payload().and_then(|p| serde_json::from_slice::<Event>(p).ok())
             && seen.insert(e.id.clone())
         {

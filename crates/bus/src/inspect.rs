@@ -3,10 +3,12 @@
 
 use crate::Error;
 use crate::client::KafkaConfig;
-use crate::topics::TopicSpec;
+use crate::topics::{TopicSpec, groups};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Debug, Serialize)]
@@ -32,86 +34,114 @@ pub struct GroupLag {
     pub lag: i64,
 }
 
-/// Blocking: call from a blocking thread.
-pub fn report(cfg: &KafkaConfig, plan: &[TopicSpec], extra_groups: &[&str]) -> Result<Vec<TopicReport>, Error> {
-    let timeout = Duration::from_secs(5);
-    let client: BaseConsumer = cfg
-        .consumer_config(crate::Delivery::AtMostOnce, "vigil-topics")
-        .create()
-        .map_err(|e| Error::kafka("create client", e))?;
-    let md = client
-        .fetch_metadata(None, timeout)
-        .map_err(|e| Error::Unreachable { brokers: cfg.brokers.clone(), cause: e.to_string() })?;
-    let mut groups: Vec<String> = match client.fetch_group_list(None, timeout) {
-        Ok(list) => list.groups().iter().map(|g| g.name().to_string()).collect(),
-        Err(e) => {
-            tracing::debug!(error = %e, "list groups not available");
-            vec![]
-        }
-    };
-    groups.extend(extra_groups.iter().map(|s| s.to_string()));
-    groups.sort();
-    groups.dedup();
-    let mut out = Vec::new();
-    for spec in plan {
-        let parts =
-            md.topics().iter().find(|t| t.name() == spec.name).map(|t| t.partitions().len() as i32).unwrap_or(0);
-        let mut end_offsets = Vec::new();
-        let mut records = 0;
-        for p in 0..parts {
-            let (lo, hi) =
-                client.fetch_watermarks(spec.name, p, timeout).map_err(|e| Error::kafka("fetch watermarks", e))?;
-            end_offsets.push(hi);
-            records += (hi - lo).max(0);
-        }
-        let mut lags = Vec::new();
-        for g in &groups {
-            if let Some(lag) = group_lag(cfg, g, spec.name, &end_offsets)? {
-                lags.push(GroupLag { group: g.clone(), lag });
-            }
-        }
-        out.push(TopicReport {
-            name: spec.name.into(),
-            delivery: spec.delivery.name().into(),
-            key: spec.key.into(),
-            partitions: if parts > 0 { parts } else { spec.partitions },
-            retention_ms: spec.retention_ms,
-            exists: parts > 0,
-            end_offsets,
-            records,
-            groups: lags,
-        });
-    }
-    Ok(out)
+/// Live numbers from long-lived clients: one for metadata and watermarks,
+/// one per consumer group for its committed offsets, made once and reused
+/// by every report (the web app's Topics page asks every few seconds).
+pub struct Inspector {
+    cfg: KafkaConfig,
+    client: BaseConsumer,
+    groups: Mutex<HashMap<String, BaseConsumer>>,
 }
 
-/// The lag of `group` on `topic`, or `None` if it committed nothing there.
-fn group_lag(cfg: &KafkaConfig, group: &str, topic: &str, ends: &[i64]) -> Result<Option<i64>, Error> {
-    if ends.is_empty() {
-        return Ok(None);
+impl Inspector {
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, Error> {
+        Ok(Inspector {
+            cfg: cfg.clone(),
+            client: cfg.base_consumer(crate::Delivery::AtMostOnce, groups::READ)?,
+            groups: Mutex::new(HashMap::new()),
+        })
     }
-    let c: BaseConsumer = cfg
-        .consumer_config(crate::Delivery::AtMostOnce, group)
-        .create()
-        .map_err(|e| Error::kafka("create client", e))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..ends.len() as i32 {
-        tpl.add_partition(topic, p);
+
+    /// The plan with end offsets and the lag of every group that committed
+    /// on its topics (those listed by the broker, and `extra_groups`).
+    /// Blocking: call from a blocking thread.
+    pub fn report(&self, plan: &[TopicSpec], extra_groups: &[&str]) -> Result<Vec<TopicReport>, Error> {
+        let timeout = Duration::from_secs(5);
+        let md = self
+            .client
+            .fetch_metadata(None, timeout)
+            .map_err(|e| Error::Unreachable { brokers: self.cfg.brokers.clone(), cause: e.to_string() })?;
+        let mut names: Vec<String> = match self.client.fetch_group_list(None, timeout) {
+            Ok(list) => list.groups().iter().map(|g| g.name().to_string()).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "list groups not available");
+                vec![]
+            }
+        };
+        names.extend(extra_groups.iter().map(|s| s.to_string()));
+        names.sort();
+        names.dedup();
+        let mut out = Vec::new();
+        for spec in plan {
+            let parts =
+                md.topics().iter().find(|t| t.name() == spec.name).map(|t| t.partitions().len() as i32).unwrap_or(0);
+            let mut end_offsets = Vec::new();
+            let mut records = 0;
+            for p in 0..parts {
+                let (lo, hi) = self
+                    .client
+                    .fetch_watermarks(spec.name, p, timeout)
+                    .map_err(|e| Error::kafka("fetch watermarks", e))?;
+                end_offsets.push(hi);
+                records += (hi - lo).max(0);
+            }
+            let mut lags = Vec::new();
+            for g in &names {
+                if let Some(lag) = self.group_lag(g, spec.name, &end_offsets)? {
+                    lags.push(GroupLag { group: g.clone(), lag });
+                }
+            }
+            out.push(TopicReport {
+                name: spec.name.into(),
+                delivery: spec.delivery.name().into(),
+                key: spec.key.into(),
+                partitions: if parts > 0 { parts } else { spec.partitions },
+                retention_ms: spec.retention_ms,
+                exists: parts > 0,
+                end_offsets,
+                records,
+                groups: lags,
+            });
+        }
+        Ok(out)
     }
-    let committed = match c.committed_offsets(tpl, Duration::from_secs(5)) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(group, topic, error = %e, "no committed offsets");
+
+    /// The lag of `group` on `topic`, or `None` if it committed nothing there.
+    fn group_lag(&self, group: &str, topic: &str, ends: &[i64]) -> Result<Option<i64>, Error> {
+        if ends.is_empty() {
             return Ok(None);
         }
-    };
-    let mut lag = 0;
-    let mut any = false;
-    for e in committed.elements() {
-        if let Offset::Offset(o) = e.offset() {
-            any = true;
-            lag += (ends[e.partition() as usize] - o).max(0);
+        let mut clients = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let c = match clients.entry(group.to_string()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(self.cfg.base_consumer(crate::Delivery::AtMostOnce, group)?)
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..ends.len() as i32 {
+            tpl.add_partition(topic, p);
         }
+        let committed = match c.committed_offsets(tpl, Duration::from_secs(5)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(group, topic, error = %e, "no committed offsets");
+                return Ok(None);
+            }
+        };
+        let mut lag = 0;
+        let mut any = false;
+        for e in committed.elements() {
+            if let (Offset::Offset(o), Some(end)) = (e.offset(), ends.get(e.partition() as usize)) {
+                any = true;
+                lag += (end - o).max(0);
+            }
+        }
+        Ok(any.then_some(lag))
     }
-    Ok(any.then_some(lag))
+}
+
+/// One report with clients made for it (a one-off command). Blocking.
+pub fn report(cfg: &KafkaConfig, plan: &[TopicSpec], extra_groups: &[&str]) -> Result<Vec<TopicReport>, Error> {
+    Inspector::new(cfg)?.report(plan, extra_groups)
 }

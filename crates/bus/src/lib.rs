@@ -3,7 +3,12 @@
 //! - `topics`: the topic plan, declared once as data;
 //! - `delivery`: each guarantee turned into producer/consumer settings;
 //! - `client`: reaching the cluster, creating topics;
-//! - `frames`: reading whole frames back from a topic;
+//! - `reader`: the one streaming consumer, with the error policy; `frames`
+//!   (whole frames) is built on it;
+//! - `range`: bounded reads (a topic to its end, or a time window);
+//! - `table`: a compacted topic kept in memory (camera states);
+//! - `dedupe`: dropping repeated records by id, in a bounded window;
+//! - `events`, `cameras`: publishers and readers of those topics;
 //! - `inspect`: live numbers for `vigil topics`;
 //! - `metrics`: Prometheus counters and the `/metrics` endpoint.
 //!
@@ -11,18 +16,22 @@
 
 pub mod cameras;
 pub mod client;
+pub mod dedupe;
 pub mod delivery;
 pub mod events;
 pub mod frames;
 pub mod inspect;
 pub mod metrics;
-pub mod snapshot;
+pub mod range;
+pub mod reader;
+pub mod table;
 pub mod topics;
 
 pub use client::KafkaConfig;
 pub use delivery::{Commit, Delivery};
 pub use frames::{Delivered, FrameReader, now_us};
 pub use metrics::Metrics;
+pub use reader::{Reader, Record};
 pub use topics::TopicSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +44,8 @@ pub enum Error {
     },
     #[error("no Kafka broker answers at {brokers} ({cause}); start one with `vigil broker` or pass --brokers")]
     Unreachable { brokers: String, cause: String },
+    #[error("{what}: not done within {timeout:?}")]
+    TimedOut { what: String, timeout: std::time::Duration },
     #[error("{0}")]
     Other(String),
 }

@@ -30,6 +30,23 @@ pub const VIDEO_RESULTS: &str = "vigil.video.results";
 
 const HOUR: i64 = 3_600_000;
 
+/// Consumer groups, named once. A group's committed offsets feed lag
+/// metrics and `vigil topics`; the sinks and stages keep their real
+/// positions themselves (the archive index, stage checkpoints).
+pub mod groups {
+    /// The archive (`vigil.frames`).
+    pub const ARCHIVE: &str = "vigil-archive";
+    /// The detector (`vigil.frames`).
+    pub const DETECT: &str = "vigil-detect";
+    /// The web app's readers (live feeds, boxes, ranges, tables): never commit.
+    pub const WEB: &str = "vigil-web";
+    /// One-off reads (`vigil topics`, `vigil events`, checkpoints on start): never commit.
+    pub const READ: &str = "vigil-read";
+
+    /// The groups whose lag `vigil topics` and the Topics page show.
+    pub const WITH_LAG: &[&str] = &[ARCHIVE, DETECT];
+}
+
 /// The plan of DESIGN §2, with default sizes. The broker is a buffer, not the
 /// archive: frames are kept long enough for a stopped archiver to catch up.
 pub fn plan() -> Vec<TopicSpec> {

@@ -2,15 +2,16 @@
 //!
 //! `model` (a YOLO-family ONNX model through ONNX Runtime: letterbox,
 //! inference, NMS) and `track` (SORT: a Kalman filter per object, Hungarian
-//! assignment on IoU, global ids) are pure building blocks; the stage that
-//! consumes `vigil.frames` and publishes `vigil.detections` joins them.
+//! assignment on IoU, global ids) are pure building blocks; `detector` is
+//! the stage (on the shared runtime, `crates/stage`) that consumes
+//! `vigil.frames`, decodes with `codec`, and publishes `vigil.detections`
+//! and object events; `checkpoint` is what it keeps per partition;
+//! `reanalyse` runs it over archived footage.
 
 pub mod checkpoint;
-pub mod decode;
+pub mod detector;
 pub mod model;
 pub mod reanalyse;
-pub mod record;
-pub mod stage;
 pub mod track;
 
 /// An axis-aligned box in source-image pixels (x1, y1) top left, (x2, y2)
@@ -47,12 +48,33 @@ pub struct Detection {
     pub bbox: BBox,
 }
 
-pub use stage::{DetectConfig, Detector, Error, Sampling, model_id};
+pub use detector::{DetectConfig, Detector, Error, Sampling, model_id};
 
-/// Runs the detector until `shutdown` resolves, on a thread of its own
-/// (inference is long CPU work: it must not stall the other stages of the
-/// process). Kafka or delivery errors restart it from its last checkpoint;
-/// a model that cannot be loaded is an error at once.
+/// The detector's declaration on the stage runtime: reads `frames` (with
+/// the partition count it has on the broker), writes the output topic and
+/// events, checkpoints to `vigil.detect.state` per output topic and model.
+pub fn stage_spec(cfg: &DetectConfig, model_id: &str, frames: bus::TopicSpec) -> stage::StageSpec {
+    use bus::topics;
+    let state = topics::plan().into_iter().find(|t| t.name == topics::DETECT_STATE).expect("state topic in the plan");
+    stage::StageSpec {
+        name: "detect",
+        instance: format!("{}/{model_id}", cfg.output_topic),
+        group: topics::groups::DETECT,
+        input: frames,
+        outputs: vec![cfg.output_topic.clone(), topics::EVENTS.into()],
+        state,
+        // The first time, what comes from now on: a backlog of hours of
+        // video is for a re-analysis (`--from`), not for live detection.
+        start: stage::Start::End,
+        checkpoint_interval: cfg.checkpoint_interval,
+        transactions: cfg.transactions,
+    }
+}
+
+/// Runs the detector until `shutdown` resolves, on the stage runtime (a
+/// thread of its own: inference is long CPU work). Kafka or delivery
+/// errors restart it from its last checkpoint, with the model loaded
+/// again; a model that cannot be loaded is an error at once.
 pub async fn run(
     cfg: DetectConfig,
     kafka: bus::KafkaConfig,
@@ -60,62 +82,8 @@ pub async fn run(
     metrics: bus::Metrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let stop = Arc::new(AtomicBool::new(false));
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let flag = stop.clone();
-    std::thread::Builder::new()
-        .name("detect".into())
-        .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::Bus(bus::Error::Other(format!("cannot start the detector's runtime: {e}"))));
-            let result = result.and_then(|rt| rt.block_on(supervise(cfg, &kafka, &frames, &metrics, &flag)));
-            let _ = done_tx.send(result);
-        })
-        .map_err(|e| Error::Bus(bus::Error::Other(format!("cannot start the detector thread: {e}"))))?;
-    tokio::pin!(shutdown);
-    let mut done_rx = done_rx;
-    let panicked = || Err(Error::Bus(bus::Error::Other("the detector thread panicked".into())));
-    tokio::select! {
-        r = &mut done_rx => return r.unwrap_or_else(|_| panicked()),
-        _ = &mut shutdown => stop.store(true, Ordering::Relaxed),
-    }
-    done_rx.await.unwrap_or_else(|_| panicked())
-}
-
-async fn supervise(
-    cfg: DetectConfig,
-    kafka: &bus::KafkaConfig,
-    frames: &bus::TopicSpec,
-    metrics: &bus::Metrics,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Result<(), Error> {
-    let mut backoff = std::time::Duration::from_millis(500);
-    loop {
-        // Loading the model again on a restart is cheap next to what a
-        // half-failed run may have left in it.
-        let result = match Detector::new(cfg.clone(), kafka, metrics) {
-            Ok(detector) => detector.run(kafka, frames, metrics, stop).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => return Ok(()),
-            // The model, its file or the settings: trying again changes nothing.
-            Err(e @ (Error::Model(_) | Error::ModelFile { .. } | Error::Config(_))) => return Err(e),
-            Err(e) => {
-                tracing::error!(error = %e, "detector failed; restarting from its last checkpoint");
-                let until = std::time::Instant::now() + backoff;
-                while std::time::Instant::now() < until {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        return Ok(());
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
-            }
-        }
-    }
+    let spec = stage_spec(&cfg, &model_id(&cfg.model.path)?, frames);
+    let m = metrics.clone();
+    let make = move || Detector::new(cfg.clone(), &m).map_err(stage::Error::from);
+    Ok(stage::run(spec, kafka, metrics, make, shutdown).await?)
 }

@@ -8,9 +8,10 @@
 //! by frame, and a re-run publishes only copies consumers drop. No object
 //! events: those are for what happens now.
 
-use crate::record::SourceFrame;
-use crate::stage::{Detector, Error};
+use crate::detector::{Detector, Error};
 use media::{Codec, Frame, FrameMeta, Stream};
+use schema::SourceFrame;
+use stage::Output;
 use std::path::Path;
 
 /// What a re-analysis did.
@@ -26,22 +27,21 @@ impl Detector {
     /// `from_us` and `to_us` and waits until every record is acknowledged.
     pub async fn reanalyse(
         mut self,
+        kafka: &bus::KafkaConfig,
         archive_dir: &Path,
         cameras: &[String],
         from_us: i64,
         to_us: i64,
     ) -> Result<Summary, Error> {
-        if self.cfg_transactions() {
-            return Err(Error::Transaction("a re-analysis publishes without transactions: leave them off".into()));
-        }
         self.publish_events = false;
-        let archive_err = |e: archive::Error| Error::Bus(bus::Error::Other(format!("archive: {e}")));
-        let index = archive::open_index(archive_dir).await.map_err(archive_err)?;
-        let mut names: Vec<String> =
-            index.cameras().await.map_err(archive_err)?.into_iter().map(|c| c.camera).collect();
+        // One-off publishing, never resumed: no transactions, no checkpoints.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut out = Output::new(kafka, vec![self.output_topic().to_string()], None, stop)?;
+        let index = archive::open_index(archive_dir).await?;
+        let mut names: Vec<String> = index.cameras().await?.into_iter().map(|c| c.camera).collect();
         if !cameras.is_empty() {
             if let Some(missing) = cameras.iter().find(|c| !names.contains(c)) {
-                return Err(Error::Bus(bus::Error::Other(format!("camera {missing} has nothing archived"))));
+                return Err(Error::Config(format!("camera {missing} has nothing archived")));
             }
             names.retain(|n| cameras.contains(n));
         }
@@ -49,12 +49,11 @@ impl Detector {
         let mut summary = Summary { cameras: names.len(), ..Summary::default() };
         for camera in &names {
             // Start at the key frame at or before `from`: within a minute.
-            let rows = index.frames_between(camera, from_us - 60_000_000, to_us).await.map_err(archive_err)?;
+            let rows = index.frames_between(camera, from_us - 60_000_000, to_us).await?;
             let first = rows.iter().rposition(|r| r.key && r.capture_us <= from_us).unwrap_or(0);
-            let mut batch = Vec::new();
             for r in &rows[first..] {
                 let Some(codec) = codec(&r.codec) else { continue };
-                let payload = frames.read(r).map_err(archive_err)?.to_vec();
+                let payload = frames.read(r)?.to_vec();
                 summary.frames_read += 1;
                 let meta = FrameMeta {
                     camera: r.camera.clone(),
@@ -70,17 +69,16 @@ impl Detector {
                 let source = SourceFrame { topic: "archive".into(), partition: -1, offset: r.seq as i64 };
                 let job = self.take_frame(&Frame { meta, payload }, source, None);
                 if let Some(job) = job.filter(|_| r.capture_us >= from_us) {
-                    batch.push(job);
+                    self.batch.push(job);
+                    summary.frames_analysed += 1;
                 }
-                if batch.len() >= self.batch_size() {
-                    summary.frames_analysed += batch.len() as u64;
-                    self.analyse(std::mem::take(&mut batch))?;
+                if self.batch.len() >= self.batch_size() {
+                    self.analyse(&mut out)?;
                 }
             }
-            summary.frames_analysed += batch.len() as u64;
-            self.analyse(batch)?;
+            self.analyse(&mut out)?;
         }
-        self.wait_delivered(&std::sync::atomic::AtomicBool::new(false)).await?;
+        out.wait_delivered().await?;
         Ok(summary)
     }
 }

@@ -9,9 +9,6 @@ use detect::Detection;
 use detect::model::{Error, ImageRef, Model, ModelOptions, class_index, class_name};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use zune_jpeg::JpegDecoder;
-use zune_jpeg::zune_core::colorspace::ColorSpace;
-use zune_jpeg::zune_core::options::DecoderOptions;
 
 /// The photos of Debian's `darknet` package.
 const PHOTOS: &str = "/usr/share/darknet/data";
@@ -35,11 +32,8 @@ fn photo(name: &str) -> Photo {
     let path = Path::new(PHOTOS).join(name);
     let bytes = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{}: {e}: the darknet package's photos are missing: {SETUP}", path.display()));
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
-    let mut decoder = JpegDecoder::new_with_options(std::io::Cursor::new(bytes), options);
-    let rgb = decoder.decode().unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
-    let info = decoder.info().expect("headers decoded");
-    Photo { width: info.width.into(), height: info.height.into(), rgb }
+    let p = codec::jpeg(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Photo { width: p.width, height: p.height, rgb: p.rgb }
 }
 
 /// The default model, or a failure that says what to run.

@@ -4,12 +4,14 @@
 //! `source` (a thread: capture/encode) → `buffer` (accepts or drops, assigns
 //! `seq`) → `publish` (a task: records to the topic with its policy). The
 //! main stream goes to `vigil.frames`, a sub stream to `vigil.live`.
+//! `synthetic` is the demo and test camera's scene and encoders.
 
 pub mod buffer;
 pub mod fuzz;
 pub mod publish;
 pub mod seq;
 pub mod source;
+pub mod synthetic;
 
 use bus::KafkaConfig;
 use bus::metrics::Metrics;

@@ -22,8 +22,8 @@ pub mod rtsp;
 mod synthetic;
 
 use crate::buffer::BufferSender;
+use crate::synthetic::SyntheticConfig;
 use bus::metrics::{Counter, Gauge, Metrics};
-use media::synthetic::SyntheticConfig;
 use media::{Codec, Frame, FrameMeta, Stream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,16 +2,13 @@
 //!
 //! - `frame`: the versioned, checksummed envelope of one frame or chunk;
 //! - `chunk`: splitting frames above the broker's message limit, and the
-//!   reassembler that puts them back together;
-//! - `synthetic`: the demo and test camera.
+//!   reassembler that puts them back together.
 //!
 //! Nothing here does I/O: it is all tested without a broker or runtime.
 
 pub mod chunk;
-pub mod font;
 pub mod frame;
 pub mod fuzz;
-pub mod synthetic;
 
 pub use chunk::{Incomplete, Limits, Pushed, Reassembler, split};
 pub use frame::{Chunk, Codec, Frame, FrameMeta, Stream, validate_camera_id};
@@ -28,8 +25,4 @@ pub enum Error {
     FrameTooLarge(usize),
     #[error("message limit of {0} bytes is too small to carry a frame")]
     RecordLimit(usize),
-    #[error("{0}")]
-    Config(String),
-    #[error("encoder: {0}")]
-    Codec(String),
 }

@@ -5,7 +5,7 @@
 //! same run; frames/s, ms/frame, where the time goes, and the ratio.
 //!
 //! vigil's side is what the detector does per frame, in process and
-//! without Kafka: `detect::decode::Decoder` (openh264, YUV→RGB),
+//! without Kafka: `codec::Decoder` (openh264, YUV→RGB),
 //! `Model::detect` (letterbox, ONNX Runtime, decoding and class-aware NMS)
 //! and `Tracker::update` (SORT). The baseline is `scripts/bench_detect.py`
 //! as a child process; it times itself from starting its ffmpeg to the last
@@ -16,8 +16,8 @@
 
 use crate::config::Settings;
 use anyhow::{Context, Result, bail};
+use codec::Decoder;
 use detect::Detection;
-use detect::decode::Decoder;
 use detect::model::{ImageRef, Model, class_name};
 use detect::track::{FrameRef, Tracker};
 use media::{Codec, Frame, FrameMeta, Stream};

@@ -90,9 +90,9 @@ async fn reanalyse(s: Settings, cfg: detect::DetectConfig, from: &str, to: &str,
     crate::prepare_bus(&s).await?;
     let topic = cfg.output_topic.clone();
     let metrics = Metrics::default();
-    let detector = tokio::task::block_in_place(|| detect::Detector::new(cfg, &s.kafka, &metrics))?;
+    let detector = tokio::task::block_in_place(|| detect::Detector::new(cfg, &metrics))?;
     println!("vigil detect: re-analysing {} with {} → {topic}", s.archive.dir.display(), detector.model_id());
-    let sum = detector.reanalyse(&s.archive.dir, cameras, from_us, to_us).await?;
+    let sum = detector.reanalyse(&s.kafka, &s.archive.dir, cameras, from_us, to_us).await?;
     println!("{} camera(s): {} frames read, {} analysed → {topic}", sum.cameras, sum.frames_read, sum.frames_analysed);
     Ok(())
 }

@@ -12,9 +12,10 @@
 
 mod common;
 
+use bus::dedupe::Dedupe;
 use common::*;
-use detect::record::{Dedupe, Detections};
 use rdkafka::Message;
+use schema::Detections;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
@@ -52,7 +53,8 @@ fn model_installed() {
 /// Every record of `topic` as (id, payload), read committed.
 fn records(kafka: &bus::KafkaConfig, topic: &str, partitions: i32) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    bus::snapshot::read_to_end(kafka, topic, partitions, Duration::from_secs(30), |m| {
+    let range = bus::range::Range::all(topic, bus::Delivery::ExactlyOnce, partitions, Duration::from_secs(30));
+    bus::range::read(kafka, &range, |m| {
         let payload = m.payload().unwrap_or_default().to_vec();
         let d: Detections = serde_json::from_slice(&payload).expect("a detections record");
         out.push((d.id, payload));
@@ -71,7 +73,7 @@ fn deduped(raw: &[(String, Vec<u8>)]) -> (Vec<Detections>, usize) {
         let seen = first.entry(id).or_insert(payload);
         assert_eq!(*seen, &payload[..], "two different results for {id}");
         let d: Detections = serde_json::from_slice(payload).unwrap();
-        if dedupe.take(&d) {
+        if dedupe.take(&d.id) {
             taken.push(d);
         }
     }
@@ -272,8 +274,11 @@ fn transactions_on_a_mock_cluster_show_each_result_once() {
     let killed_at = at.load(std::sync::atomic::Ordering::Relaxed);
     // The transactional path ran: transactions were committed before the kill.
     let text = http_get(metrics, "/metrics");
-    let commits =
-        text.lines().find(|l| l.starts_with("vigil_detect_checkpoints_total")).unwrap_or_default().to_string();
+    let commits = text
+        .lines()
+        .find(|l| l.starts_with("vigil_stage_checkpoints_total{stage=\"detect\"}"))
+        .unwrap_or_default()
+        .to_string();
     assert!(commits.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|n| n >= 2.0), "{commits}");
     detector.kill(); // mid-transaction: what it sent since its last commit is aborted
     let mut detector = Vigil::start("detect", &args, &dir);

@@ -142,7 +142,7 @@ struct CameraView {
 async fn camera_views(app: &App, user: &User) -> Result<Vec<CameraView>, ApiError> {
     let recorded: HashMap<String, archive::index::CameraSummary> =
         app.index.cameras().await.map_err(ApiError::internal)?.into_iter().map(|c| (c.camera.clone(), c)).collect();
-    let states = camera_states(app).await;
+    let states = camera_states(app);
     let now = bus::now_us();
     Ok(app
         .cameras
@@ -166,22 +166,11 @@ async fn camera_views(app: &App, user: &User) -> Result<Vec<CameraView>, ApiErro
         .collect())
 }
 
-/// Ingest's newest state of each camera's main stream; empty when the
-/// broker cannot be asked (the page then falls back to the archive).
-async fn camera_states(app: &App) -> HashMap<String, bus::cameras::CameraState> {
-    let kafka = app.kafka.clone();
-    let partitions = app.plan.iter().find(|t| t.name == bus::topics::CAMERAS).map_or(1, |t| t.partitions);
-    let read = tokio::task::spawn_blocking(move || {
-        bus::cameras::read_all(&kafka, partitions, std::time::Duration::from_secs(2))
-    });
-    match read.await {
-        Ok(Ok(states)) => states.into_iter().filter(|s| s.stream == "main").map(|s| (s.camera.clone(), s)).collect(),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "camera states");
-            HashMap::new()
-        }
-        Err(_) => HashMap::new(),
-    }
+/// Ingest's newest state of each camera's main stream, from the web app's
+/// one long-lived reader of `vigil.cameras`; empty until it has read any
+/// (the page then falls back to the archive).
+fn camera_states(app: &App) -> HashMap<String, bus::cameras::CameraState> {
+    app.camera_states.rows().into_iter().filter(|s| s.stream == "main").map(|s| (s.camera.clone(), s)).collect()
 }
 
 async fn cameras(State(app): State<App>, user: User) -> Result<Json<Vec<CameraView>>, ApiError> {
@@ -298,9 +287,8 @@ fn meaning(delivery: &str) -> &'static str {
 }
 
 async fn topics(State(app): State<App>, _user: User) -> Result<Json<Vec<TopicView>>, ApiError> {
-    let (kafka, plan) = (app.kafka.clone(), app.plan.clone());
-    let groups = [archive::GROUP];
-    let report = tokio::task::spawn_blocking(move || bus::inspect::report(&kafka, &plan, &groups))
+    let (inspector, plan) = (app.inspector.clone(), app.plan.clone());
+    let report = tokio::task::spawn_blocking(move || inspector.report(&plan, bus::topics::groups::WITH_LAG))
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e.to_string()))?;

@@ -1,29 +1,28 @@
 //! What the detector found, for the web app: live boxes over the live view,
 //! the boxes of a recorded range, and object events.
 //!
-//! Live: one consumer of `vigil.detections` per server, started when the
-//! first live viewer connects and stopped when the last one leaves. It reads
-//! from the end and never commits (at-most-once reading, as live video) and keeps
-//! only each camera's newest record in a `watch` channel: a viewer that is
-//! slow to take them misses some, never falls behind.
+//! Live: one reader of `vigil.detections` per server (`bus::Reader`),
+//! started when the first live viewer connects and stopped when the last
+//! one leaves. It reads from the end and never commits (at-most-once
+//! reading, as live video) and keeps only each camera's newest record in a
+//! `watch` channel: a viewer that is slow to take them misses some, never
+//! falls behind.
 //!
 //! Ranges and events: a time-bounded read of the topic (`scan`), each
-//! record taken once (`detect::record::Dedupe` for detections, the event id
-//! for events).
+//! record taken once (dropped by id: `bus::dedupe`).
 
 use crate::App;
 use crate::api::{ApiError, Range, camera};
 use crate::auth::User;
-use crate::scan::{self, ScanError, Window};
+use crate::scan::{self, Window};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use bus::events::Event;
-use bus::{Delivery, KafkaConfig};
-use detect::record::{Dedupe, Detections};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use bus::dedupe::Dedupe;
+use bus::{KafkaConfig, Metrics, Reader, TopicSpec};
+use rdkafka::Offset;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use schema::{Detections, Event};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -61,9 +60,9 @@ type Latest = watch::Sender<Option<Arc<LiveRecord>>>;
 
 pub struct Hub {
     kafka: KafkaConfig,
-    topic: String,
-    delivery: Delivery,
+    topic: TopicSpec,
     partitions: i32,
+    metrics: Metrics,
     feed: Mutex<Weak<Feed>>,
 }
 
@@ -99,16 +98,15 @@ impl LiveViewer {
 }
 
 impl Hub {
-    pub fn new(kafka: KafkaConfig, topic: &bus::TopicSpec, partitions: i32) -> Arc<Self> {
-        let (name, delivery) = (topic.name.to_string(), topic.delivery);
-        Arc::new(Hub { kafka, topic: name, delivery, partitions, feed: Mutex::new(Weak::new()) })
+    pub fn new(kafka: KafkaConfig, topic: TopicSpec, partitions: i32, metrics: Metrics) -> Arc<Self> {
+        Arc::new(Hub { kafka, topic, partitions, metrics, feed: Mutex::new(Weak::new()) })
     }
 
     /// Subscribes to `camera`'s detections, starting the consumer if none
     /// runs. The newest record is delivered at once if it is fresh.
     pub fn watch(&self, camera: &str) -> Result<LiveViewer, bus::Error> {
         let mut slot = self.feed.lock().unwrap_or_else(|p| p.into_inner());
-        let feed = match slot.upgrade() {
+        let feed = match slot.upgrade().filter(|f| !f.task.is_finished()) {
             Some(f) => f,
             None => {
                 let f = self.start()?;
@@ -131,27 +129,20 @@ impl Hub {
     }
 
     fn start(&self) -> Result<Arc<Feed>, bus::Error> {
-        let consumer: StreamConsumer = self
-            .kafka
-            .consumer_config(self.delivery, "vigil-web-detections")
-            .create()
-            .map_err(|e| bus::Error::kafka("create consumer", e))?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..self.partitions {
-            tpl.add_partition_offset(&self.topic, p, Offset::End).map_err(|e| bus::Error::kafka("assign", e))?;
-        }
-        consumer.assign(&tpl).map_err(|e| bus::Error::kafka("assign", e))?;
+        // Read as live video is: from the end, never committing (with the
+        // topic's own settings: read_committed, no aborted records).
+        let from: HashMap<i32, Offset> = (0..self.partitions).map(|p| (p, Offset::End)).collect();
+        let mut reader = Reader::assign(&self.kafka, &self.topic, bus::topics::groups::WEB, &from, &self.metrics)?;
         let cameras: Arc<Mutex<HashMap<String, Latest>>> = Default::default();
         let shared = cameras.clone();
         let task = tokio::spawn(async move {
             let mut dedupe = Dedupe::default();
             loop {
-                let m = match consumer.recv().await {
+                let m = match reader.recv().await {
                     Ok(m) => m,
                     Err(e) => {
-                        tracing::debug!(error = %e, "live detections");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
+                        tracing::error!(error = %e, "live detections stopped");
+                        return;
                     }
                 };
                 // Only cameras someone watches are parsed.
@@ -164,7 +155,7 @@ impl Hub {
                 let Some(r) = m.payload().and_then(|p| serde_json::from_slice::<Detections>(p).ok()) else {
                     continue;
                 };
-                if !dedupe.take(&r) {
+                if !dedupe.take(&r.id) {
                     continue;
                 }
                 let text = serde_json::to_string(&Tagged { r#type: "detections", record: &r }).unwrap_or_default();
@@ -178,10 +169,12 @@ impl Hub {
     }
 }
 
-fn scan_error(e: ScanError) -> ApiError {
+fn scan_error(e: bus::Error) -> ApiError {
     match e {
-        ScanError::Kafka(e) => ApiError(StatusCode::BAD_GATEWAY, e.to_string()),
-        e @ ScanError::TimedOut { .. } => ApiError(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+        e @ bus::Error::TimedOut { .. } => {
+            ApiError(StatusCode::GATEWAY_TIMEOUT, format!("{e} (ask for a shorter range)"))
+        }
+        e => ApiError(StatusCode::BAD_GATEWAY, e.to_string()),
     }
 }
 
@@ -190,7 +183,7 @@ fn window(app: &App, topic: &'static str, from_us: i64, to_us: i64) -> Window {
     let spec = app.plan.iter().find(|t| t.name == topic);
     Window {
         topic: topic.into(),
-        delivery: spec.map_or(Delivery::AtMostOnce, |t| t.delivery),
+        delivery: spec.map_or(bus::Delivery::AtMostOnce, |t| t.delivery),
         partitions: app.partitions.get(topic).copied().or(spec.map(|t| t.partitions)).unwrap_or(1),
         from_us,
         to_us,
@@ -229,7 +222,7 @@ pub async fn range(
                 return;
             }
             let Some(r) = m.payload().and_then(|p| serde_json::from_slice::<Detections>(p).ok()) else { return };
-            if r.camera != id || !dedupe.take(&r) || !(from..=to).contains(&r.capture_us) {
+            if r.camera != id || !(from..=to).contains(&r.capture_us) || !dedupe.take(&r.id) {
                 return;
             }
             if out.len() < MAX_RECORDS {
@@ -238,7 +231,7 @@ pub async fn range(
                 truncated = true;
             }
         })?;
-        Ok::<_, ScanError>((out, truncated))
+        Ok::<_, bus::Error>((out, truncated))
     })
     .await
     .map_err(ApiError::internal)?
@@ -296,7 +289,7 @@ pub async fn events(
                 out.push(e);
             }
         })?;
-        Ok::<_, ScanError>(out)
+        Ok::<_, bus::Error>(out)
     })
     .await
     .map_err(ApiError::internal)?
@@ -309,7 +302,7 @@ pub async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bus::events::{BestFrame, ObjectInfo};
+    use schema::{BestFrame, ObjectInfo};
 
     fn event(kind: &str, camera: &str, class: &str, time_us: i64) -> Event {
         let mut e = Event::new(kind, Some(camera), "detect", "");
@@ -333,10 +326,10 @@ mod tests {
             seq: 7,
             capture_us: 1_000,
             model: "m".into(),
-            source: detect::record::SourceFrame { topic: "vigil.frames".into(), partition: 1, offset: 9 },
+            source: schema::SourceFrame { topic: "vigil.frames".into(), partition: 1, offset: 9 },
             width: 640,
             height: 360,
-            objects: vec![detect::record::Object {
+            objects: vec![schema::Object {
                 object_id: Some("c/5/0".into()),
                 class: "dog".into(),
                 class_id: 16,

@@ -79,6 +79,10 @@ pub struct App {
     pub rates: Arc<api::Rates>,
     /// Live detection records, one consumer for all live viewers.
     pub detections: Arc<detections::Hub>,
+    /// Every camera's state (`vigil.cameras`), kept current by one reader.
+    pub camera_states: Arc<bus::table::Table<bus::cameras::CameraState>>,
+    /// Topic numbers and lag, from long-lived clients.
+    pub inspector: Arc<bus::inspect::Inspector>,
     /// Partition counts of the topics read here (the plan's where unknown).
     pub partitions: HashMap<&'static str, i32>,
     /// Bounds on concurrent heavy requests: topic scans, thumbnails.
@@ -115,7 +119,7 @@ pub async fn start(
     };
     let find = |name| plan.iter().find(|t| t.name == name).cloned().expect("topic in plan");
     let (frames, live) = (find(bus::topics::FRAMES), find(bus::topics::LIVE));
-    let read = [frames.name, live.name, bus::topics::DETECTIONS, bus::topics::EVENTS];
+    let read = [frames.name, live.name, bus::topics::DETECTIONS, bus::topics::EVENTS, bus::topics::CAMERAS];
     let partitions: HashMap<&'static str, i32> = {
         let k = kafka.clone();
         let names = read.iter().map(|t| t.to_string()).collect::<Vec<_>>();
@@ -134,6 +138,14 @@ pub async fn start(
     };
     let detections_topic = find(bus::topics::DETECTIONS);
     let detection_partitions = partitions.get(detections_topic.name).copied().unwrap_or(detections_topic.partitions);
+    let cameras_topic = find(bus::topics::CAMERAS);
+    let camera_states = bus::table::Table::start(
+        &kafka,
+        &cameras_topic,
+        partitions.get(cameras_topic.name).copied().unwrap_or(cameras_topic.partitions),
+        &metrics,
+    )?;
+    let inspector = bus::inspect::Inspector::new(&kafka)?;
     let index = archive::open_index(&cfg.archive_dir).await?;
     // Cameras recorded but not configured here (another host's ingest)
     // can still be played back.
@@ -146,7 +158,9 @@ pub async fn start(
     let app = App {
         auth: Arc::new(auth),
         hub: live::Hub::new(kafka.clone(), frames, live, partitions.clone(), metrics.clone()),
-        detections: detections::Hub::new(kafka.clone(), &detections_topic, detection_partitions),
+        detections: detections::Hub::new(kafka.clone(), detections_topic, detection_partitions, metrics.clone()),
+        camera_states: Arc::new(camera_states),
+        inspector: Arc::new(inspector),
         partitions,
         scans: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SCANS)),
         thumbnails: Arc::new(tokio::sync::Semaphore::new(thumbnail::CONCURRENT)),

@@ -95,7 +95,8 @@ impl Hub {
         let feed = {
             let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
             feeds.retain(|_, f| f.strong_count() > 0);
-            match feeds.get(source).and_then(Weak::upgrade) {
+            // A feed whose reader ended (an error no retry cures) is replaced.
+            match feeds.get(source).and_then(Weak::upgrade).filter(|f| !f.task.is_finished()) {
                 Some(f) => f,
                 None => {
                     let f = self.start(source)?;
@@ -140,12 +141,13 @@ impl Hub {
         let task = tokio::spawn(async move {
             let mut narrowed = false;
             loop {
+                // Transient errors are retried inside the reader; this one
+                // no retry cures: the feed ends and its viewers see it close.
                 let d = match reader.next().await {
                     Ok(d) => d,
                     Err(e) => {
-                        tracing::warn!(camera = %camera, error = %e, "live feed");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                        continue;
+                        tracing::error!(camera = %camera, error = %e, "live feed stopped");
+                        return;
                     }
                 };
                 if d.frame.meta.camera != camera || d.frame.meta.stream != stream {

@@ -3,7 +3,7 @@
 //! sighting) or whole.
 //!
 //! An H.264 frame decodes only with the frames since its key frame: the GOP
-//! is read from the archive and decoded (`detect::decode::Decoder`, the
+//! is read from the archive and decoded (`codec::Decoder`, the
 //! detector's own decoder), up to `MAX_GOP` frames; a longer one is refused
 //! rather than decoded. At most `CONCURRENT` thumbnails are made at once.
 
@@ -14,7 +14,7 @@ use archive::index::{FrameRow, Index};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use detect::decode::{DecodeError, Decoder, Picture};
+use codec::{DecodeError, Decoder, Picture};
 use media::{Codec, Frame, FrameMeta, Stream};
 
 use std::path::Path as FsPath;

@@ -3,7 +3,7 @@
 use super::*;
 use crate::export::tests::ff;
 use crate::writer::{SegmentLimits, Writer};
-use media::synthetic::{Encoder, SyntheticConfig, render};
+use ingest::synthetic::{Encoder, SyntheticConfig, render};
 use media::{Codec, Frame, FrameMeta};
 use std::sync::Arc;
 

@@ -2,18 +2,18 @@
 //! (or replays a pre-encoded loop), paced to its frame rate.
 
 use super::{Captured, Sink, SourceError};
-use media::synthetic::{Encoder, SyntheticConfig, render};
+use crate::synthetic::{Encoder, SyntheticConfig, render};
 use std::time::{Duration, Instant};
 
 /// A pre-encoded loop of whole GOPs (`replay=N`): it starts at a key frame
 /// and wraps around at one, so the stream stays decodable.
 struct Replay {
-    frames: Vec<media::synthetic::Encoded>,
+    frames: Vec<crate::synthetic::Encoded>,
     at: usize,
 }
 
 impl Replay {
-    fn encode(cfg: &SyntheticConfig, encoder: &mut Encoder) -> Result<Self, media::Error> {
+    fn encode(cfg: &SyntheticConfig, encoder: &mut Encoder) -> Result<Self, crate::synthetic::Error> {
         let n = cfg.replay.div_ceil(cfg.gop) * cfg.gop;
         let mut picture = Vec::new();
         let mut frames = Vec::with_capacity(n as usize);
@@ -28,7 +28,7 @@ impl Replay {
     }
 
     /// The next frame; with `key`, the next key frame.
-    fn next(&mut self, key: bool) -> media::synthetic::Encoded {
+    fn next(&mut self, key: bool) -> crate::synthetic::Encoded {
         if self.at >= self.frames.len() || (key && !self.frames[self.at].key) {
             let from = if self.at >= self.frames.len() { 0 } else { self.at };
             self.at = (from..self.frames.len()).find(|&i| self.frames[i].key).unwrap_or(0);
@@ -40,7 +40,7 @@ impl Replay {
 
 /// Runs until the camera stops; a synthetic camera never fails on its own.
 pub fn session(cfg: &SyntheticConfig, sink: &mut Sink) -> Result<(), SourceError> {
-    let err = |e: media::Error| SourceError::Stream(e.to_string());
+    let err = |e: crate::synthetic::Error| SourceError::Stream(e.to_string());
     let mut encoder = Encoder::new(cfg).map_err(err)?;
     let period = Duration::from_secs_f64(1.0 / cfg.fps as f64);
     let mut next = Instant::now();

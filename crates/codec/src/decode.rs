@@ -100,7 +100,8 @@ impl Decoder {
 /// Largest picture side accepted: bounds memory against a corrupt header.
 const MAX_SIDE: usize = 8192;
 
-fn jpeg(data: &[u8]) -> Result<Picture, DecodeError> {
+/// A JPEG (an MJPEG frame, a photo) as an RGB picture.
+pub fn jpeg(data: &[u8]) -> Result<Picture, DecodeError> {
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;
     let broken = |why: String| DecodeError::Broken { codec: "MJPEG", why };
@@ -121,7 +122,7 @@ fn jpeg(data: &[u8]) -> Result<Picture, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use media::synthetic::{Encoder, SyntheticConfig, render};
+    use ingest::synthetic::{Encoder, SyntheticConfig, render};
     use media::{FrameMeta, Stream};
 
     fn frame(codec: Codec, seq: u64, key: bool, payload: Vec<u8>) -> Frame {

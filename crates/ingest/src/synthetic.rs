@@ -5,7 +5,17 @@
 //! main and a sub stream of one camera show the same picture at two sizes,
 //! and tests can render any frame without running a camera.
 
-use crate::{Codec, Error, font};
+mod font;
+
+use media::Codec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+    #[error("encoder: {0}")]
+    Codec(String),
+}
 
 /// Settings of one synthetic stream, parsed from `synthetic:k=v,k=v`.
 #[derive(Clone, Debug, PartialEq)]

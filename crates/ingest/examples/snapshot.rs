@@ -1,7 +1,7 @@
 //! Writes one synthetic-camera picture as a JPEG, to look at the scene:
-//! `cargo run -p media --example snapshot -- out.jpg [frame-number]`.
+//! `cargo run -p ingest --example snapshot -- out.jpg [frame-number]`.
 
-use media::synthetic::{Encoder, SyntheticConfig, render};
+use ingest::synthetic::{Encoder, SyntheticConfig, render};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

@@ -1,0 +1,82 @@
+//! A compacted topic kept in memory: the newest value per key, always
+//! current (Kafka Streams' global table). One long-lived consumer per
+//! process feeds it, instead of a consumer per request; readers take a
+//! copy of the rows without touching Kafka.
+//!
+//! The consumer reads every partition from the beginning, then follows the
+//! topic. A record without a payload (a tombstone) deletes its key; a
+//! payload that does not parse is skipped and counted.
+
+use crate::Error;
+use crate::client::KafkaConfig;
+use crate::metrics::Metrics;
+use crate::reader::Reader;
+use crate::topics::{TopicSpec, groups};
+use rdkafka::Offset;
+use rdkafka::message::Message;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+pub struct Table<V> {
+    rows: Arc<Mutex<BTreeMap<String, V>>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl<V> Drop for Table<V> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<V: DeserializeOwned + Clone + Send + 'static> Table<V> {
+    /// Starts following `topic` (its first `partitions` partitions) on the
+    /// current runtime.
+    pub fn start(kafka: &KafkaConfig, topic: &TopicSpec, partitions: i32, metrics: &Metrics) -> Result<Self, Error> {
+        let from: HashMap<i32, Offset> = (0..partitions).map(|p| (p, Offset::Beginning)).collect();
+        let mut reader = Reader::assign(kafka, topic, groups::WEB, &from, metrics)?;
+        let rows: Arc<Mutex<BTreeMap<String, V>>> = Default::default();
+        let shared = rows.clone();
+        let skipped = metrics.counter(
+            "vigil_table_unreadable_records_total",
+            "Records of a compacted topic that did not parse, skipped.",
+            &[("topic", topic.name)],
+        );
+        let name = topic.name;
+        let task = tokio::spawn(async move {
+            loop {
+                let m = match reader.recv().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::error!(topic = name, error = %e, "table reader stopped");
+                        return;
+                    }
+                };
+                let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()).map(str::to_string) else {
+                    continue;
+                };
+                let value = match m.payload() {
+                    None => None,
+                    Some(p) => match serde_json::from_slice::<V>(p) {
+                        Ok(v) => Some(v),
+                        Err(_) => {
+                            skipped.inc();
+                            continue;
+                        }
+                    },
+                };
+                let mut rows = shared.lock().unwrap_or_else(|p| p.into_inner());
+                match value {
+                    Some(v) => rows.insert(key, v),
+                    None => rows.remove(&key),
+                };
+            }
+        });
+        Ok(Table { rows, task: task.abort_handle() })
+    }
+
+    /// The newest value of every key, in key order.
+    pub fn rows(&self) -> Vec<V> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+}

@@ -1,0 +1,392 @@
+//! The detector, a stage on the shared runtime (`crates/stage`):
+//! `vigil.frames` → decode → model → tracker → records.
+//!
+//! Per camera: a decoder, a sampling rule and a tracker. Analysed frames
+//! from all cameras are batched into one inference call when several are
+//! ready at once (the runtime flushes the batch when no frame is waiting).
+//! Results go to the output topic (one record per analysed frame) and
+//! object appeared/left events to `vigil.events`. The runtime checkpoints,
+//! per partition of `vigil.frames`, each camera's state (`checkpoint`) with
+//! the offset to read again: the start of the oldest GOP still decoded.
+
+use crate::checkpoint::{CameraState, PartitionState};
+use crate::model::{ImageRef, Model, ModelOptions, class_name};
+use crate::track::{FrameRef, ObjectSummary, Tracker, TrackerConfig};
+use bus::events::{BestFrame, Event, ObjectInfo};
+use bus::metrics::{Counter, Gauge, Metrics};
+use bus::{Delivered, FrameReader, topics};
+use codec::{DecodeError, Decoder, Picture};
+use media::Stream;
+use schema::{Detections, Object, SourceFrame, record_id};
+use stage::Output;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Which frames are analysed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampling {
+    /// Every key frame, at most one per second (cheapest: only key frames
+    /// are decoded).
+    KeyFrames,
+    /// At most this many per second of capture time, every frame decoded.
+    PerSecond(f64),
+}
+
+#[derive(Clone, Debug)]
+pub struct DetectConfig {
+    pub model: ModelOptions,
+    pub tracker: TrackerConfig,
+    pub sampling: Sampling,
+    /// `vigil.detections`, or a versioned topic for a re-analysis.
+    pub output_topic: String,
+    pub checkpoint_interval: Duration,
+    /// Kafka transactions: results, checkpoint and input offsets of each
+    /// interval commit together, and read_committed consumers never see a
+    /// repeat. For brokers that have transactions (the embedded one does
+    /// not); without, deterministic ids and consumer dedupe give the same
+    /// effect.
+    pub transactions: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Model(#[from] crate::model::Error),
+    #[error("model {path}: {source}")]
+    ModelFile { path: String, source: std::io::Error },
+    /// Reading frames, publishing, checkpoints: the runtime's errors.
+    #[error(transparent)]
+    Stage(#[from] stage::Error),
+    #[error("archive: {0}")]
+    Archive(#[from] archive::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<Error> for stage::Error {
+    /// The model, its file or the settings: a restart changes nothing.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Stage(e) => e,
+            e => stage::Error::fatal(e),
+        }
+    }
+}
+
+/// The model's identity in records: file name and CRC-32 of its bytes, so
+/// results of two different files never share an id.
+pub fn model_id(path: &std::path::Path) -> Result<String, Error> {
+    let bytes = std::fs::read(path).map_err(|source| Error::ModelFile { path: path.display().to_string(), source })?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    Ok(format!("{stem}-{:08x}", crc32fast::hash(&bytes)))
+}
+
+struct Camera {
+    decoder: Decoder,
+    state: CameraState,
+    partition: i32,
+    /// Where to read again to decode this camera's current GOP.
+    gop_resume: Option<i64>,
+    /// When its last frame came: a camera quiet for a minute no longer
+    /// holds its partition's resume point at its old GOP.
+    last_seen: Instant,
+    /// Logged once: why this camera's frames are not analysed.
+    refused: bool,
+}
+
+/// A frame to analyse and what the record needs about it.
+pub(crate) struct Job {
+    camera: String,
+    seq: u64,
+    capture_us: i64,
+    source: SourceFrame,
+    picture: Picture,
+}
+
+struct Counters {
+    analysed: Counter,
+    objects: Counter,
+    undecodable: Counter,
+    inference_ms: Gauge,
+}
+
+pub struct Detector {
+    cfg: DetectConfig,
+    model: Model,
+    model_id: String,
+    cameras: BTreeMap<String, Camera>,
+    /// Each partition's checkpointed state: cameras not seen yet in this
+    /// run keep theirs.
+    resumed: BTreeMap<i32, PartitionState>,
+    /// Frames waiting for the next inference call.
+    pub(crate) batch: Vec<Job>,
+    counters: Counters,
+    /// Object appeared/left events (not for re-analyses: live events only).
+    pub(crate) publish_events: bool,
+}
+
+impl Detector {
+    pub fn new(cfg: DetectConfig, metrics: &Metrics) -> Result<Self, Error> {
+        let model = Model::load(&cfg.model)?;
+        let model_id = model_id(&cfg.model.path)?;
+        let labels = [("model", model_id.as_str())];
+        let counters = Counters {
+            analysed: metrics.counter("vigil_detect_frames_analysed_total", "Frames the model analysed.", &labels),
+            objects: metrics.counter("vigil_detect_objects_total", "Objects detected in analysed frames.", &labels),
+            undecodable: metrics.counter(
+                "vigil_detect_undecodable_frames_total",
+                "Frames that could not be decoded (broken, or a codec without a decoder).",
+                &labels,
+            ),
+            inference_ms: metrics.gauge(
+                "vigil_detect_batch_milliseconds",
+                "Decode-to-results time of the last batch (preprocess, inference, NMS).",
+                &labels,
+            ),
+        };
+        tracing::info!(model = %model_id, input = model.input_size(), classes = model.classes(), "model loaded");
+        Ok(Detector {
+            cfg,
+            model,
+            model_id,
+            cameras: BTreeMap::new(),
+            resumed: BTreeMap::new(),
+            batch: Vec::new(),
+            counters,
+            publish_events: true,
+        })
+    }
+
+    pub fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    pub fn output_topic(&self) -> &str {
+        &self.cfg.output_topic
+    }
+
+    /// The most frames one inference takes.
+    pub(crate) fn batch_size(&self) -> usize {
+        self.model.batch()
+    }
+
+    /// A frame from `vigil.frames` or the archive (a re-analysis).
+    /// Decodes what the sampling rule needs; returns the frame if it is to
+    /// be analysed. `replay_from`: where re-reading returns this frame
+    /// (the resume point of its GOP when it is a key frame).
+    pub(crate) fn take_frame(
+        &mut self,
+        frame: &media::Frame,
+        source: SourceFrame,
+        replay_from: Option<i64>,
+    ) -> Option<Job> {
+        let d_partition = source.partition;
+        let meta = &frame.meta;
+        if meta.stream != Stream::Main {
+            return None;
+        }
+        let resumed = &self.resumed;
+        let cam = self.cameras.entry(meta.camera.clone()).or_insert_with(|| Camera {
+            decoder: Decoder::new(),
+            state: match resumed.get(&d_partition).and_then(|s| s.cameras.get(&meta.camera)) {
+                Some(saved) => {
+                    let mut state = saved.clone();
+                    state.tracker.set_config(self.cfg.tracker);
+                    state
+                }
+                None => CameraState {
+                    done_seq: None,
+                    last_bucket: None,
+                    tracker: Tracker::new(&meta.camera, self.cfg.tracker),
+                },
+            },
+            partition: d_partition,
+            gop_resume: None,
+            last_seen: Instant::now(),
+            refused: false,
+        });
+        cam.partition = d_partition;
+        cam.last_seen = Instant::now();
+        if meta.key {
+            cam.gop_resume = replay_from.or(Some(source.offset));
+        }
+        // Frames up to done_seq were accounted for before a restart: they
+        // only rebuild the decoder.
+        let fresh = cam.state.done_seq.is_none_or(|done| meta.seq > done);
+        // Key-frame mode keeps to one per second too: every frame of an
+        // MJPEG camera is a key frame.
+        let (rate, needs_key) = match self.cfg.sampling {
+            Sampling::KeyFrames => (1.0, true),
+            Sampling::PerSecond(n) => (n, false),
+        };
+        let bucket = (meta.capture_us as f64 * rate / 1e6).floor() as i64;
+        let wanted = fresh && (meta.key || !needs_key) && cam.state.last_bucket.is_none_or(|last| bucket > last);
+        if fresh {
+            cam.state.done_seq = Some(meta.seq);
+        }
+        // In key-frame mode other frames are not even decoded.
+        if self.cfg.sampling == Sampling::KeyFrames && !meta.key {
+            return None;
+        }
+        let picture = match cam.decoder.decode(frame, wanted) {
+            Ok(p) => p,
+            Err(e) => {
+                self.counters.undecodable.inc();
+                if !cam.refused || !matches!(e, DecodeError::Unsupported(_)) {
+                    tracing::warn!(camera = %meta.camera, seq = meta.seq, error = %e, "frame not analysed");
+                }
+                cam.refused = true;
+                None
+            }
+        }?;
+        if wanted {
+            cam.state.last_bucket = Some(bucket);
+        }
+        Some(Job { camera: meta.camera.clone(), seq: meta.seq, capture_us: meta.capture_us, source, picture })
+    }
+
+    /// Runs the model over the batch, tracks, publishes.
+    pub(crate) fn analyse(&mut self, out: &mut Output) -> Result<(), Error> {
+        let jobs = std::mem::take(&mut self.batch);
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let images: Vec<ImageRef> =
+            jobs.iter().map(|j| ImageRef::new(j.picture.width, j.picture.height, &j.picture.rgb)).collect();
+        let results = match self.model.detect(&images) {
+            Ok(r) => r,
+            Err(e) => {
+                // Not fatal: the same frames fail the same way on a rerun,
+                // so skipping them keeps results deterministic.
+                tracing::warn!(error = %e, frames = jobs.len(), "inference failed; frames not analysed");
+                self.counters.undecodable.add(jobs.len() as u64);
+                return Ok(());
+            }
+        };
+        self.counters.inference_ms.set(started.elapsed().as_secs_f64() * 1000.0);
+        for (job, dets) in jobs.iter().zip(results) {
+            self.counters.analysed.inc();
+            self.counters.objects.add(dets.len() as u64);
+            let cam = self.cameras.get_mut(&job.camera).expect("camera of a job");
+            let update = cam.state.tracker.update(FrameRef { seq: job.seq, time_us: job.capture_us }, &dets);
+            let update = update.unwrap_or_default();
+            let mut ids: Vec<Option<String>> = vec![None; dets.len()];
+            for t in &update.tracks {
+                ids[t.detection] = Some(t.object_id.clone());
+            }
+            let objects = dets.iter().zip(ids).map(|(d, id)| object(d, id)).collect();
+            let record = Detections {
+                id: record_id(&job.camera, job.seq, &self.model_id),
+                camera: job.camera.clone(),
+                seq: job.seq,
+                capture_us: job.capture_us,
+                model: self.model_id.clone(),
+                source: job.source.clone(),
+                width: job.picture.width,
+                height: job.picture.height,
+                objects,
+            };
+            let payload = serde_json::to_vec(&record).expect("records serialise");
+            out.send(&self.cfg.output_topic, &job.camera, &record.id, &payload)?;
+            if !self.publish_events {
+                continue;
+            }
+            for (kind, o) in update
+                .appeared
+                .iter()
+                .map(|o| ("object-appeared", o))
+                .chain(update.left.iter().map(|o| ("object-left", o)))
+            {
+                let event = object_event(kind, o, &self.model_id);
+                out.send(
+                    topics::EVENTS,
+                    &job.camera,
+                    &event.id,
+                    &serde_json::to_vec(&event).expect("events serialise"),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl stage::Stage for Detector {
+    type State = PartitionState;
+    type Source = FrameReader;
+
+    fn restore(&mut self, partition: i32, state: Option<PartitionState>) {
+        self.resumed.insert(partition, state.unwrap_or_default());
+    }
+
+    fn on_input(&mut self, d: Delivered, out: &mut Output) -> Result<(), stage::Error> {
+        let source = SourceFrame { topic: topics::FRAMES.into(), partition: d.partition, offset: d.offset };
+        if let Some(job) = self.take_frame(&d.frame, source, Some(d.replay_from)) {
+            self.batch.push(job);
+        }
+        if self.batch.len() >= self.model.batch() {
+            self.analyse(out)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, out: &mut Output) -> Result<(), stage::Error> {
+        Ok(self.analyse(out)?)
+    }
+
+    /// Each camera's state on `partition` (cameras not seen since the
+    /// restore keep theirs) and, when every frame is decoded (per-second
+    /// sampling), the start of the oldest GOP still being decoded: a
+    /// restart reads from there to rebuild the decoder. A camera quiet for
+    /// a minute no longer holds its partition back.
+    fn checkpoint(&mut self, partition: i32) -> (PartitionState, Option<i64>) {
+        let mut state = self.resumed.get(&partition).cloned().unwrap_or_default();
+        let mut hold: Option<i64> = None;
+        for (name, cam) in &self.cameras {
+            if cam.partition != partition {
+                state.cameras.remove(name);
+                continue;
+            }
+            let recent = cam.last_seen.elapsed() < Duration::from_secs(60);
+            if let (Sampling::PerSecond(_), Some(g), true) = (self.cfg.sampling, cam.gop_resume, recent) {
+                hold = Some(hold.map_or(g, |h| h.min(g)));
+            }
+            state.cameras.insert(name.clone(), cam.state.clone());
+        }
+        (state, hold)
+    }
+}
+
+/// A detection as records carry it; `object_id` once its track is confirmed.
+fn object(d: &crate::Detection, object_id: Option<String>) -> Object {
+    let crate::BBox { x1, y1, x2, y2 } = d.bbox;
+    Object { object_id, class: class_name(d.class).into(), class_id: d.class, score: d.score, bbox: [x1, y1, x2, y2] }
+}
+
+fn object_event(kind: &str, o: &ObjectSummary, model: &str) -> Event {
+    let b = o.best.bbox;
+    let class = class_name(o.class);
+    let time_us = if kind == "object-left" { o.last_seen_us } else { o.first_seen_us };
+    Event {
+        // Deterministic: a detector that publishes it again publishes the same id.
+        id: format!("{}/{kind}", o.object_id),
+        kind: kind.into(),
+        camera: Some(o.camera.clone()),
+        time_us,
+        source: "detect".into(),
+        detail: format!("{class} {}", o.object_id),
+        object: Some(ObjectInfo {
+            object_id: o.object_id.clone(),
+            class: class.into(),
+            model: model.into(),
+            first_seen_us: o.first_seen_us,
+            last_seen_us: o.last_seen_us,
+            best: BestFrame {
+                seq: o.best.seq,
+                time_us: o.best.time_us,
+                score: o.best.score,
+                bbox: [b.x1, b.y1, b.x2, b.y2],
+            },
+        }),
+    }
+}

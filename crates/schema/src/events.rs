@@ -1,0 +1,66 @@
+//! `vigil.events`: things that happened, for people and for other stages.
+//! Every event carries a unique id, so consumers that see one twice (the
+//! price of at-least-once) can drop the copy. Schema:
+//! `docs/schemas/events.schema.json`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique per event (UUID v7): the consumers' dedupe key.
+    pub id: String,
+    /// e.g. `archive-paused`, `archive-resumed`.
+    pub kind: String,
+    /// The camera it concerns, if one.
+    pub camera: Option<String>,
+    pub time_us: i64,
+    /// Which process raised it (`archive@host`), for operators.
+    pub source: String,
+    pub detail: String,
+    /// For `object-appeared` / `object-left`: the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectInfo>,
+}
+
+/// A tracked object, as `object-appeared` and `object-left` events carry it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    /// `camera/seq of the first sighting/index`: globally unique, and the
+    /// same whenever the same frames are analysed by the same model.
+    pub object_id: String,
+    pub class: String,
+    pub model: String,
+    pub first_seen_us: i64,
+    pub last_seen_us: i64,
+    /// The sighting to show for the object (highest score).
+    pub best: BestFrame,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BestFrame {
+    pub seq: u64,
+    pub time_us: i64,
+    pub score: f32,
+    /// x1, y1, x2, y2 in source pixels.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+}
+
+impl Event {
+    pub fn new(kind: &str, camera: Option<&str>, source: &str, detail: impl Into<String>) -> Self {
+        Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: kind.into(),
+            camera: camera.map(str::to_string),
+            time_us: now_us(),
+            source: source.into(),
+            detail: detail.into(),
+            object: None,
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}

@@ -1,0 +1,16 @@
+//! The JSON records on vigil's topics, in one place every stage shares:
+//! what the detector publishes (`detections`), what happened (`events`),
+//! each camera's state (`cameras`). Frames are binary and live in `media`.
+//! Consumers outside vigil read the JSON Schemas in `docs/schemas/`; the
+//! tests here check every record type against them.
+
+pub mod cameras;
+pub mod detections;
+pub mod events;
+
+pub use cameras::CameraState;
+pub use detections::{Detections, Object, SourceFrame, record_id};
+pub use events::{BestFrame, Event, ObjectInfo};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,100 @@
+//! Every record type against its published JSON Schema (docs/schemas):
+//! what vigil writes is what the schemas promise to outside consumers.
+
+use crate::*;
+use serde_json::{Value, json};
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = format!("{}/../../docs/schemas/{name}.schema.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+}
+
+fn errors(v: &jsonschema::Validator, j: &Value) -> Vec<String> {
+    v.iter_errors(j).map(|e| format!("{} at {}", e, e.instance_path())).collect()
+}
+
+fn detections() -> Detections {
+    Detections {
+        id: record_id("c", 7, "m"),
+        camera: "c".into(),
+        seq: 7,
+        capture_us: 1_700_000_000_000_000,
+        model: "m".into(),
+        source: SourceFrame { topic: "vigil.frames".into(), partition: 1, offset: 9 },
+        width: 640,
+        height: 360,
+        objects: vec![
+            Object {
+                object_id: Some("c/5/0".into()),
+                class: "dog".into(),
+                class_id: 16,
+                score: 0.5,
+                bbox: [1.0, 2.0, 3.0, 4.0],
+            },
+            Object { object_id: None, class: "person".into(), class_id: 0, score: 0.3, bbox: [5.0, 6.0, 7.0, 8.0] },
+        ],
+    }
+}
+
+fn events() -> Vec<Event> {
+    let plain = Event::new("camera-down", Some("c"), "ingest@host", "connection refused");
+    let mut object = Event::new("object-appeared", Some("c"), "detect", "dog c/5/0");
+    object.id = "c/5/0/object-appeared".into();
+    object.object = Some(ObjectInfo {
+        object_id: "c/5/0".into(),
+        class: "dog".into(),
+        model: "m".into(),
+        first_seen_us: 1,
+        last_seen_us: 2,
+        best: BestFrame { seq: 5, time_us: 1, score: 0.5, bbox: [1.0, 2.0, 3.0, 4.0] },
+    });
+    let process = Event::new("archive-paused", None, "archive@/srv", "disk full");
+    vec![plain, object, process]
+}
+
+#[test]
+fn every_record_matches_its_schema() {
+    let d = schema("detections");
+    assert_eq!(errors(&d, &serde_json::to_value(detections()).unwrap()), Vec::<String>::new());
+    let e = schema("events");
+    for ev in events() {
+        assert_eq!(errors(&e, &serde_json::to_value(&ev).unwrap()), Vec::<String>::new(), "{ev:?}");
+    }
+    let c = schema("cameras");
+    let state = CameraState {
+        camera: "c".into(),
+        stream: "main".into(),
+        up: false,
+        since_us: 1,
+        reconnects: 3,
+        last_error: "timed out".into(),
+    };
+    assert_eq!(errors(&c, &serde_json::to_value(&state).unwrap()), Vec::<String>::new());
+}
+
+/// The check can fail: records that drift from the schema are refused.
+#[test]
+fn records_that_drift_from_the_schema_are_refused() {
+    let d = schema("detections");
+    let mut j = serde_json::to_value(detections()).unwrap();
+    j["objects"][0]["colour"] = json!("red");
+    assert!(!errors(&d, &j).is_empty(), "a field the schema does not name");
+    let mut j = serde_json::to_value(detections()).unwrap();
+    j.as_object_mut().unwrap().remove("source");
+    assert!(!errors(&d, &j).is_empty(), "a missing field");
+    let mut j = serde_json::to_value(detections()).unwrap();
+    j["objects"][0]["box"] = json!([1.0, 2.0, 3.0]);
+    assert!(!errors(&d, &j).is_empty(), "a box of three numbers");
+    let e = schema("events");
+    let mut j = serde_json::to_value(&events()[0]).unwrap();
+    j["time_us"] = json!("yesterday");
+    assert!(!errors(&e, &j).is_empty(), "a time that is not a number");
+}
+
+#[test]
+fn the_box_is_called_box_in_json() {
+    let j = serde_json::to_value(&detections().objects[1]).unwrap();
+    assert_eq!(j["box"], json!([5.0, 6.0, 7.0, 8.0]));
+    assert_eq!(j["object_id"], Value::Null);
+}
