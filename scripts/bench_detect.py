@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The Python baseline of `vigil bench detect`: the detection stage as a
+"""The Python baseline of `vigil-bench detect`: the detection stage as a
 numpy + onnxruntime programmer would write it, over the same clip, model and
 thread count as vigil's pipeline.
 

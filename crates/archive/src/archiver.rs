@@ -5,7 +5,7 @@ use crate::claims::Claims;
 use crate::index::{Index, OffsetUpdate};
 use crate::writer::Writer;
 use crate::{ArchiveConfig, Error, open_index, recover, retention};
-use bus::metrics::{Counter, Gauge, Metrics};
+use bus::metrics::{Counter, Gauge, Histogram, Metrics};
 use bus::{FrameReader, KafkaConfig, TopicSpec};
 use rdkafka::Offset;
 use std::collections::HashMap;
@@ -17,6 +17,7 @@ struct Counters {
     bytes: Counter,
     duplicates: Counter,
     flushes: Counter,
+    flush_seconds: Histogram,
     flush_errors: Counter,
     paused: Gauge,
     partitions: Gauge,
@@ -32,6 +33,12 @@ impl Counters {
             bytes: counter("vigil_archive_bytes_total", "Frame bytes made durable in the archive."),
             duplicates: counter("vigil_archive_duplicates_total", "Frames dropped as already archived (camera, seq)."),
             flushes: counter("vigil_archive_flushes_total", "Flushes (one sync + one index transaction each)."),
+            flush_seconds: metrics.histogram(
+                "vigil_archive_flush_seconds",
+                "How long a flush took: segment write and sync, then the index transaction.",
+                &labels,
+                &bus::metrics::latency_buckets(),
+            ),
             flush_errors: counter(
                 "vigil_archive_flush_errors_total",
                 "Failed flushes (disk full, I/O error); consumption pauses and rewinds.",
@@ -94,6 +101,7 @@ impl Session<'_> {
         if self.writer.pending_frames() == 0 && !moved {
             return Ok(()); // nothing new: no transaction
         }
+        let started = std::time::Instant::now();
         let bytes = self.writer.pending_bytes() as u64;
         let batch = self.writer.take();
         let frames = batch.frames() as u64;
@@ -119,6 +127,7 @@ impl Session<'_> {
         self.c.frames.add(frames);
         self.c.bytes.add(bytes);
         self.c.flushes.inc();
+        self.c.flush_seconds.observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-//! Advisory file locks (flock) that say who is alive in an archive dir.
+//! Advisory file locks (`File::try_lock`: flock on Linux) that say who is alive in an archive dir.
 //!
 //! Archivers that share one archive dir coordinate through it, not through
 //! the broker: a lock is held exactly as long as its process lives (the
@@ -12,7 +12,6 @@
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 pub const WRITERS: &str = ".writers";
@@ -37,10 +36,10 @@ impl Lock {
         // no one else can see. Only a lock on the file still at `path` counts.
         for _ in 0..10 {
             let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
-            // SAFETY: flock on a file descriptor we own; no memory is involved.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                let e = std::io::Error::last_os_error();
-                return if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(None) } else { Err(e) };
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
             }
             let (held, named) = (file.metadata()?, std::fs::metadata(path));
             if named.is_ok_and(|n| (n.dev(), n.ino()) == (held.dev(), held.ino())) {

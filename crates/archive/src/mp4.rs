@@ -177,117 +177,13 @@ pub fn sample_entry(codec: VideoCodec, ps: &ParamSets) -> Result<SampleEntry, Er
     Ok(SampleEntry { codec, width, height, entry: bx(kind, &e) })
 }
 
-/// The payload of a NAL unit (after its header) without emulation
-/// prevention bytes.
-fn rbsp(payload: &[u8]) -> Vec<u8> {
-    let mut rbsp = Vec::with_capacity(payload.len());
-    let mut zeros = 0;
-    for &b in payload {
-        if zeros >= 2 && b == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if b == 0 { zeros + 1 } else { 0 };
-        rbsp.push(b);
-    }
-    rbsp
-}
-
-/// Picture size from an SPS (ITU-T H.264 7.3.2.1.1), or `None` if it uses
-/// features this reader does not follow (scaling matrices).
+/// Picture size from an SPS (ITU-T H.264 7.3.2.1.1, read by `h264-reader`),
+/// or `None` if it does not parse.
 pub fn sps_size(sps: &[u8]) -> Option<(u32, u32)> {
-    let rbsp = rbsp(sps.get(1..)?);
-    let mut r = Bits::new(&rbsp);
-    let profile = r.bits(8)?;
-    r.bits(16)?; // constraint flags, level
-    r.ue()?; // sps id
-    let mut chroma_format = 1;
-    if [100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135].contains(&profile) {
-        chroma_format = r.ue()?;
-        if chroma_format == 3 {
-            r.bits(1)?;
-        }
-        r.ue()?;
-        r.ue()?;
-        r.bits(1)?;
-        if r.bits(1)? == 1 {
-            return None; // scaling matrices
-        }
-    }
-    r.ue()?; // log2_max_frame_num
-    match r.ue()? {
-        0 => {
-            r.ue()?;
-        }
-        1 => {
-            r.bits(1)?;
-            r.se()?;
-            r.se()?;
-            for _ in 0..r.ue()? {
-                r.se()?;
-            }
-        }
-        _ => {}
-    }
-    r.ue()?; // max refs
-    r.bits(1)?;
-    let w_mbs = r.ue()? + 1;
-    let h_map = r.ue()? + 1;
-    let frame_mbs_only = r.bits(1)?;
-    if frame_mbs_only == 0 {
-        r.bits(1)?;
-    }
-    r.bits(1)?;
-    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
-    if r.bits(1)? == 1 {
-        (cl, cr, ct, cb) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
-    }
-    let (cx, cy) = match chroma_format {
-        0 | 3 => (1, 2 - frame_mbs_only),
-        2 => (2, 2 - frame_mbs_only),
-        _ => (2, 2 * (2 - frame_mbs_only)),
-    };
-    let w = w_mbs.checked_mul(16)?.checked_sub(cl.checked_add(cr)?.checked_mul(cx)?)?;
-    let h = h_map.checked_mul(16 * (2 - frame_mbs_only))?.checked_sub(ct.checked_add(cb)?.checked_mul(cy)?)?;
-    Some((w, h))
-}
-
-/// A big-endian bit reader over an RBSP; every read past the end is `None`.
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Bits<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Bits { data, pos: 0 }
-    }
-    fn skip(&mut self, n: usize) -> Option<()> {
-        (self.pos + n <= self.data.len() * 8).then(|| self.pos += n)
-    }
-    fn bits(&mut self, n: u32) -> Option<u32> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            let byte = *self.data.get(self.pos / 8)?;
-            v = (v << 1) | ((byte >> (7 - self.pos % 8)) & 1) as u32;
-            self.pos += 1;
-        }
-        Some(v)
-    }
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bits(1)? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
-    }
-    fn se(&mut self) -> Option<i32> {
-        let v = self.ue()? as i64;
-        Some(if v % 2 == 1 { ((v + 1) / 2) as i32 } else { -(v / 2) as i32 })
-    }
+    use h264_reader::nal::sps::SeqParameterSet;
+    use h264_reader::rbsp::{BitReader, decode_nal};
+    let rbsp = decode_nal(sps).ok()?;
+    SeqParameterSet::from_bits(BitReader::new(&rbsp[..])).ok()?.pixel_dimensions().ok()
 }
 
 pub(crate) fn bx(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {

@@ -200,7 +200,7 @@ impl FrameReader {
         let n = self.garbage.get();
         // Log the first few and then one in a thousand: a flood of garbage
         // must not become a flood of logs.
-        if n <= 10 || n % 1000 == 0 {
+        if n <= 10 || n.is_multiple_of(1000) {
             tracing::warn!(topic = %self.reader.topic(), partition, offset, skipped_so_far = n, "skipping record: {why}");
         }
     }

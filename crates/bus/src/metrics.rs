@@ -1,98 +1,135 @@
-//! A small Prometheus registry and the `/metrics` endpoint every role serves.
+//! The process's metrics and the `/metrics` endpoint every role serves,
+//! on `prometheus-client` (the OpenMetrics text format, escaping done
+//! right, histograms).
 //!
-//! Handles (`Counter`, `Gauge`) are looked up once per camera/topic and then
-//! updated with a single atomic operation, so hot paths take no lock.
-//! Names follow `vigil_<stage>_<what>_<unit>`.
+//! Handles (`Counter`, `Gauge`, `Histogram`) are looked up once per
+//! camera/topic and then updated with a single atomic operation, so hot
+//! paths take no lock. Names follow `vigil_<stage>_<what>_<unit>`;
+//! counters end in `_total`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter as PCounter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge as PGauge;
+use prometheus_client::metrics::histogram::Histogram as PHistogram;
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
+type Labels = Vec<(String, String)>;
+
+/// A histogram family's buckets: every series of it gets the same.
+#[derive(Clone)]
+struct Buckets(Arc<[f64]>);
+
+impl MetricConstructor<PHistogram> for Buckets {
+    fn new_metric(&self) -> PHistogram {
+        PHistogram::new(self.0.iter().copied())
+    }
+}
+
+enum Fam {
+    Counter(Family<Labels, PCounter>),
+    Gauge(Family<Labels, PGauge<f64, AtomicU64>>),
+    Histogram(Family<Labels, PHistogram, Buckets>),
 }
 
 #[derive(Default)]
 struct Inner {
-    /// name → (kind, help, rendered labels → value bits)
-    families: Mutex<BTreeMap<String, (Kind, String, BTreeMap<String, Arc<AtomicU64>>)>>,
+    registry: Registry,
+    families: HashMap<String, Fam>,
 }
 
 /// The registry of one process; clone it freely.
 #[derive(Clone, Default)]
-pub struct Metrics(Arc<Inner>);
+pub struct Metrics(Arc<Mutex<Inner>>);
 
 /// A monotonically increasing count.
-#[derive(Clone)]
-pub struct Counter(Arc<AtomicU64>);
+#[derive(Clone, Default)]
+pub struct Counter(PCounter);
 
 impl Counter {
     pub fn inc(&self) {
-        self.add(1);
+        self.0.inc();
     }
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
-/// A value that goes up and down (stored as f64 bits).
-#[derive(Clone)]
-pub struct Gauge(Arc<AtomicU64>);
+/// A value that goes up and down.
+#[derive(Clone, Default)]
+pub struct Gauge(PGauge<f64, AtomicU64>);
 
 impl Gauge {
     pub fn set(&self, v: f64) {
-        self.0.store(v.to_bits(), Ordering::Relaxed);
+        self.0.set(v);
     }
     pub fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
+        self.0.get()
     }
 }
 
+/// A distribution (latencies, durations), in buckets.
+#[derive(Clone)]
+pub struct Histogram(PHistogram);
+
+impl Histogram {
+    pub fn observe(&self, v: f64) {
+        self.0.observe(v);
+    }
+}
+
+/// Buckets for latencies in seconds: 1 ms to ~16 s, doubling.
+pub fn latency_buckets() -> Vec<f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15).collect()
+}
+
+fn labels(l: &[(&str, &str)]) -> Labels {
+    l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
 impl Metrics {
-    pub fn counter(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Counter {
-        Counter(self.series(name, help, Kind::Counter, labels))
-    }
-
-    pub fn gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Gauge {
-        Gauge(self.series(name, help, Kind::Gauge, labels))
-    }
-
-    fn series(&self, name: &str, help: &str, kind: Kind, labels: &[(&str, &str)]) -> Arc<AtomicU64> {
-        let mut rendered = String::new();
-        for (i, (k, v)) in labels.iter().enumerate() {
-            let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-            let _ = write!(rendered, "{}{k}=\"{v}\"", if i > 0 { "," } else { "" });
+    pub fn counter(&self, name: &str, help: &str, l: &[(&str, &str)]) -> Counter {
+        let mut inner = self.lock();
+        let fam = inner.family(name, help, || Fam::Counter(Family::default()));
+        match fam {
+            Fam::Counter(f) => Counter(f.get_or_create(&labels(l)).clone()),
+            _ => Counter::default(), // a name used as two kinds: a bug, kept harmless
         }
-        let mut fams = self.0.families.lock().unwrap_or_else(|e| e.into_inner());
-        let fam = fams.entry(name.to_string()).or_insert_with(|| (kind, help.to_string(), BTreeMap::new()));
-        let init = if kind == Kind::Gauge { 0f64.to_bits() } else { 0 };
-        fam.2.entry(rendered).or_insert_with(|| Arc::new(AtomicU64::new(init))).clone()
     }
 
-    /// The Prometheus text exposition format.
+    pub fn gauge(&self, name: &str, help: &str, l: &[(&str, &str)]) -> Gauge {
+        let mut inner = self.lock();
+        match inner.family(name, help, || Fam::Gauge(Family::default())) {
+            Fam::Gauge(f) => Gauge(f.get_or_create(&labels(l)).clone()),
+            _ => Gauge::default(),
+        }
+    }
+
+    /// A histogram series; the first call for a name fixes its buckets.
+    pub fn histogram(&self, name: &str, help: &str, l: &[(&str, &str)], buckets: &[f64]) -> Histogram {
+        let mut inner = self.lock();
+        let b = Buckets(buckets.into());
+        match inner.family(name, help, || Fam::Histogram(Family::new_with_constructor(b))) {
+            Fam::Histogram(f) => Histogram(f.get_or_create(&labels(l)).clone()),
+            _ => Histogram(PHistogram::new(buckets.iter().copied())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The OpenMetrics text exposition (Prometheus reads it).
     pub fn render(&self) -> String {
-        let fams = self.0.families.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
-        for (name, (kind, help, series)) in fams.iter() {
-            let t = if *kind == Kind::Counter { "counter" } else { "gauge" };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {t}");
-            for (labels, v) in series {
-                let raw = v.load(Ordering::Relaxed);
-                let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-                match kind {
-                    Kind::Counter => writeln!(out, "{name}{braces} {raw}"),
-                    Kind::Gauge => writeln!(out, "{name}{braces} {}", f64::from_bits(raw)),
-                }
-                .ok();
-            }
-        }
+        let _ = encode(&mut out, &self.lock().registry);
         out
     }
 
@@ -124,10 +161,30 @@ impl Metrics {
                 "/metrics",
                 get(move || {
                     let m = self.clone();
-                    async move { ([("content-type", "text/plain; version=0.0.4")], m.render()) }
+                    async move {
+                        ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
+                    }
                 }),
             )
             .route("/healthz", get(|| async { "ok\n" }))
+    }
+}
+
+impl Inner {
+    /// The family called `name`, registered on first use. Counters are
+    /// registered without their `_total`, which the encoder adds back.
+    fn family(&mut self, name: &str, help: &str, make: impl FnOnce() -> Fam) -> &Fam {
+        if !self.families.contains_key(name) {
+            let fam = make();
+            let help = help.trim_end_matches('.').to_string();
+            match &fam {
+                Fam::Counter(f) => self.registry.register(name.trim_end_matches("_total"), help, f.clone()),
+                Fam::Gauge(f) => self.registry.register(name, help, f.clone()),
+                Fam::Histogram(f) => self.registry.register(name, help, f.clone()),
+            }
+            self.families.insert(name.to_string(), fam);
+        }
+        &self.families[name]
     }
 }
 
@@ -138,14 +195,20 @@ mod tests {
     #[test]
     fn renders_exposition_format() {
         let m = Metrics::default();
-        let c = m.counter("vigil_test_frames_total", "Frames.", &[("camera", "a\"b"), ("topic", "t")]);
+        let c = m.counter("vigil_test_frames_total", "Frames.", &[("camera", "a\"b\nc"), ("topic", "t")]);
         c.add(3);
-        m.counter("vigil_test_frames_total", "Frames.", &[("camera", "a\"b"), ("topic", "t")]).inc();
+        m.counter("vigil_test_frames_total", "Frames.", &[("camera", "a\"b\nc"), ("topic", "t")]).inc();
         m.gauge("vigil_test_age_seconds", "Age.", &[]).set(1.5);
+        let h = m.histogram("vigil_test_latency_seconds", "Latency.", &[("camera", "x")], &[0.01, 0.1]);
+        h.observe(0.05);
+        h.observe(0.5);
         let text = m.render();
-        assert!(text.contains("# TYPE vigil_test_frames_total counter"), "{text}");
-        assert!(text.contains("vigil_test_frames_total{camera=\"a\\\"b\",topic=\"t\"} 4"), "{text}");
+        assert!(text.contains("# TYPE vigil_test_frames counter"), "{text}");
+        assert!(text.contains("vigil_test_frames_total{camera=\"a\\\"b\\nc\",topic=\"t\"} 4"), "{text}");
         assert!(text.contains("vigil_test_age_seconds 1.5"), "{text}");
+        assert!(text.contains("vigil_test_latency_seconds_bucket{le=\"0.1\",camera=\"x\"} 1"), "{text}");
+        assert!(text.contains("vigil_test_latency_seconds_count{camera=\"x\"} 2"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
         assert_eq!(c.get(), 4);
     }
 }

@@ -13,7 +13,7 @@ use crate::checkpoint::{CameraState, PartitionState};
 use crate::model::{ImageRef, Model, ModelOptions, class_name};
 use crate::track::{FrameRef, ObjectSummary, Tracker, TrackerConfig};
 use bus::events::{BestFrame, Event, ObjectInfo};
-use bus::metrics::{Counter, Gauge, Metrics};
+use bus::metrics::{Counter, Histogram, Metrics};
 use bus::{Delivered, FrameReader, topics};
 use codec::{DecodeError, Decoder, Picture};
 use media::Stream;
@@ -107,7 +107,7 @@ struct Counters {
     analysed: Counter,
     objects: Counter,
     undecodable: Counter,
-    inference_ms: Gauge,
+    batch_seconds: Histogram,
 }
 
 pub struct Detector {
@@ -138,10 +138,11 @@ impl Detector {
                 "Frames that could not be decoded (broken, or a codec without a decoder).",
                 &labels,
             ),
-            inference_ms: metrics.gauge(
-                "vigil_detect_batch_milliseconds",
-                "Decode-to-results time of the last batch (preprocess, inference, NMS).",
+            batch_seconds: metrics.histogram(
+                "vigil_detect_batch_seconds",
+                "Decode-to-results time of each batch (preprocess, inference, NMS).",
                 &labels,
+                &bus::metrics::latency_buckets(),
             ),
         };
         tracing::info!(model = %model_id, input = model.input_size(), classes = model.classes(), "model loaded");
@@ -264,7 +265,7 @@ impl Detector {
                 return Ok(());
             }
         };
-        self.counters.inference_ms.set(started.elapsed().as_secs_f64() * 1000.0);
+        self.counters.batch_seconds.observe(started.elapsed().as_secs_f64());
         for (job, dets) in jobs.iter().zip(results) {
             self.counters.analysed.inc();
             self.counters.objects.add(dets.len() as u64);

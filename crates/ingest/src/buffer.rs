@@ -107,12 +107,11 @@ impl BufferSender {
                 self.need_key = true;
             }
         }
-        r.map(|seq| {
+        r.inspect(|&seq| {
             frame.meta.seq = seq;
             self.accepted.inc();
             // A closed receiver means the publisher is gone (shutting down).
             let _ = self.tx.send(frame);
-            seq
         })
     }
 
@@ -122,7 +121,7 @@ impl BufferSender {
         }
         let len = frame.payload.len().max(1) as u32;
         let permit = self.room.try_acquire_many(len).map_err(|_| Dropped::Full)?;
-        let seq = match self.seq.next() {
+        let seq = match self.seq.take() {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(camera = %frame.meta.camera, error = %e, "cannot reserve sequence numbers");

@@ -7,6 +7,8 @@
 //! `synthetic` is the demo and test camera's scene and encoders.
 
 pub mod buffer;
+/// Fuzzing entry points: for the cargo-fuzz targets (feature `fuzz`) and the bounded fuzz tests.
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod publish;
 pub mod seq;

@@ -39,7 +39,7 @@ impl SeqCounter {
     }
 
     /// The next number; reserves a new block when the current one is used up.
-    pub fn next(&mut self) -> std::io::Result<u64> {
+    pub fn take(&mut self) -> std::io::Result<u64> {
         if self.next == self.reserved_until {
             self.reserve(self.next + BLOCK)?;
         }
@@ -71,18 +71,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vigil-seq-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let mut a = SeqCounter::open(&dir, "cam.main").unwrap();
-        let first: Vec<u64> = (0..5).map(|_| a.next().unwrap()).collect();
+        let first: Vec<u64> = (0..5).map(|_| a.take().unwrap()).collect();
         assert_eq!(first, vec![0, 1, 2, 3, 4]);
         drop(a); // as if killed: the rest of the block is never used
         let mut b = SeqCounter::open(&dir, "cam.main").unwrap();
-        assert_eq!(b.next().unwrap(), BLOCK);
+        assert_eq!(b.take().unwrap(), BLOCK);
         for _ in 0..BLOCK + 3 {
-            b.next().unwrap();
+            b.take().unwrap();
         }
         let mut c = SeqCounter::open(&dir, "cam.main").unwrap();
-        assert_eq!(c.next().unwrap(), 3 * BLOCK);
+        assert_eq!(c.take().unwrap(), 3 * BLOCK);
         // Other streams count on their own.
-        assert_eq!(SeqCounter::open(&dir, "cam.sub").unwrap().next().unwrap(), 0);
+        assert_eq!(SeqCounter::open(&dir, "cam.sub").unwrap().take().unwrap(), 0);
         fs::write(dir.join("bad"), "xyz").unwrap();
         assert!(SeqCounter::open(&dir, "bad").is_err());
         let _ = fs::remove_dir_all(&dir);

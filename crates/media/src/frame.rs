@@ -259,7 +259,7 @@ mod tests {
             seq,
             capture_us: 1_700_000_000_000_000,
             pts_90k: 3000 * seq as i64,
-            key: seq % 10 == 0,
+            key: seq.is_multiple_of(10),
             discontinuity: false,
         }
     }

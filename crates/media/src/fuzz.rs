@@ -27,14 +27,14 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 
     /// One random mutation of `data`: flip, set, insert, delete, truncate,
@@ -47,11 +47,11 @@ impl Rng {
             }
             1 if !data.is_empty() => {
                 let i = self.below(data.len());
-                data[i] = self.next() as u8;
+                data[i] = self.next_u64() as u8;
             }
             2 => {
                 let i = self.below(data.len() + 1);
-                data.insert(i, self.next() as u8);
+                data.insert(i, self.next_u64() as u8);
             }
             3 if !data.is_empty() => {
                 let i = self.below(data.len());

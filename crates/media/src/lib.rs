@@ -8,6 +8,8 @@
 
 pub mod chunk;
 pub mod frame;
+/// Fuzzing helpers: for the cargo-fuzz targets (feature `fuzz`) and the bounded fuzz tests.
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 
 pub use chunk::{Incomplete, Limits, Pushed, Reassembler, split};

@@ -3,7 +3,7 @@
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::{Error, Output, Source, Stage, StageSpec, Start, TRANSACTION_MAX};
-use bus::metrics::Counter;
+use bus::metrics::{Counter, Histogram};
 use bus::{Delivery, KafkaConfig, Metrics};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +20,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
 struct Counters {
     inputs: Counter,
     checkpoints: Counter,
+    checkpoint_seconds: Histogram,
     restarts: Counter,
 }
 
@@ -83,6 +84,12 @@ async fn supervise<S: Stage>(
             "vigil_stage_checkpoints_total",
             "Checkpoints a stage stored (with transactions: transactions committed).",
             &labels,
+        ),
+        checkpoint_seconds: metrics.histogram(
+            "vigil_stage_checkpoint_seconds",
+            "How long a checkpoint took: flush, every output acknowledged, state stored.",
+            &labels,
+            &bus::metrics::latency_buckets(),
         ),
         restarts: metrics.counter(
             "vigil_stage_restarts_total",
@@ -183,8 +190,10 @@ async fn run_once<S: Stage>(
             }
         }
         if last.elapsed() >= spec.checkpoint_interval {
+            let started = Instant::now();
             checkpoint(spec, stage, &source, &mut out, &mut at, &mut stored).await?;
             c.checkpoints.inc();
+            c.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
             last = Instant::now();
         }
     }

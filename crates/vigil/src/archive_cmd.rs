@@ -63,7 +63,7 @@ pub async fn export(s: &Settings, camera: &str, from: &str, to: &str, out: &std:
     let index = open(s).await?;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = move |done: u64, total: u64| {
-        if tty && (done % 50 == 0 || done == total) {
+        if tty && (done.is_multiple_of(50) || done == total) {
             eprint!("\rexporting {done}/{total} frames ({:.0}%)", done as f64 * 100.0 / total as f64);
             if done == total {
                 eprintln!();

@@ -108,11 +108,6 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
-    /// Benchmarks, each against a baseline measured in the same run.
-    Bench {
-        #[command(subcommand)]
-        which: BenchCommand,
-    },
 }
 
 #[derive(Args, Debug)]
@@ -202,7 +197,8 @@ pub struct IngestArgs {
     #[command(flatten)]
     pub cameras: CameraArgs,
     /// Append `camera stream seq partition offset` for every frame the
-    /// broker acknowledged (for audits and crash tests).
+    /// broker acknowledged (the crash tests' record; feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     #[arg(long, value_name = "FILE")]
     pub ack_log: Option<PathBuf>,
 }
@@ -214,23 +210,4 @@ pub struct CameraArgs {
     /// adds to the cameras of the config file.
     #[arg(long = "camera", value_name = "ID=SOURCE")]
     pub camera: Vec<String>,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Frames through vigil's ingest path (envelope, buffer, publisher,
-    /// broker, reader) beside a bare rdkafka produce→consume loop.
-    Ingest(crate::bench::BenchArgs),
-    /// The archive beside a bare consume loop and the disk's sequential
-    /// write speed; CPU per 1080p30 4 Mbit/s camera.
-    Archive(crate::bench_archive::ArchiveBenchArgs),
-    /// Glass-to-glass live latency in headless chromium (p50/p95/p99), and
-    /// how many WebSocket viewers one server holds, with its CPU.
-    Live(crate::bench_live::LiveBenchArgs),
-    /// The detection stage (decode, preprocess, inference, NMS, tracking)
-    /// beside a Python onnxruntime + numpy pipeline: frames/s and the ratio.
-    Detect(crate::bench_detect::DetectBenchArgs),
-    /// (Used by `bench live`.) WebSocket viewers measuring arrival latency.
-    #[command(hide = true)]
-    Viewers(crate::bench_live::ViewersArgs),
 }

@@ -306,7 +306,7 @@ fn detect_config(d: &DetectSection) -> Result<detect::DetectConfig> {
         model.runtime = p.clone();
     }
     if let Some(n) = d.input_size {
-        if n < 32 || n > 4096 || n % 32 != 0 {
+        if !(32..=4096).contains(&n) || n % 32 != 0 {
             bail!("detect.input_size = {n}: use a multiple of 32 from 32 to 4096");
         }
         model.input_size = n;

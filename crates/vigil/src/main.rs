@@ -2,12 +2,6 @@
 //! library crates together; each role's logic lives in its crate.
 
 mod archive_cmd;
-mod bench;
-mod bench_archive;
-mod bench_detect;
-mod bench_live;
-mod cli;
-mod config;
 mod detect_cmd;
 mod topics_cmd;
 mod user_cmd;
@@ -15,11 +9,11 @@ mod user_cmd;
 use anyhow::{Context, Result};
 use bus::Metrics;
 use clap::Parser;
-use cli::{Cli, Command};
-use config::Settings;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
+use vigil::cli::{self, Cli, Command};
+use vigil::config::{self, Settings};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -86,7 +80,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 "no cameras: add --camera ID=SOURCE or [[cameras]] in the config file"
             );
             s.resolve_brokers();
-            run_ingest(s, a.ack_log).await
+            #[cfg(feature = "test-hooks")]
+            let ack_log = a.ack_log;
+            #[cfg(not(feature = "test-hooks"))]
+            let ack_log = None;
+            run_ingest(s, ack_log).await
         }
         Command::Archive => {
             let mut s = Settings::load(g, &Default::default())?;
@@ -116,13 +114,6 @@ async fn dispatch(cli: Cli) -> Result<()> {
             s.resolve_brokers();
             topics_cmd::run(s, json).await
         }
-        Command::Bench { which } => match which {
-            cli::BenchCommand::Ingest(a) => bench::ingest(Settings::load(g, &Default::default())?, a).await,
-            cli::BenchCommand::Archive(a) => bench_archive::archive(Settings::load(g, &Default::default())?, a).await,
-            cli::BenchCommand::Live(a) => bench_live::live(Settings::load(g, &Default::default())?, a).await,
-            cli::BenchCommand::Viewers(a) => bench_live::viewers(a).await,
-            cli::BenchCommand::Detect(a) => bench_detect::detect(Settings::load(g, &Default::default())?, a),
-        },
     }
 }
 

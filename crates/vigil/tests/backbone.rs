@@ -152,15 +152,13 @@ async fn garbage_records_are_counted_and_skipped() {
     future_version[3] = 42;
     let garbage: Vec<Vec<u8>> =
         vec![b"hello".to_vec(), vec![], vec![0xff; 5000], truncated, future_version, br#"{"camera":"g"}"#.to_vec()];
-    let mut seq = 0;
-    for g in &garbage {
+    for (seq, g) in (0u64..).zip(&garbage) {
         for payload in [good(seq), g.clone()] {
             producer
                 .send(FutureRecord::to(topic.name).key("g").payload(&payload), Duration::from_secs(5))
                 .await
                 .unwrap();
         }
-        seq += 1;
     }
     let (got, m) = read_all(&k, &topic, 4, Duration::from_secs(4)).await;
     assert_eq!(got.iter().map(|d| d.frame.meta.seq).collect::<Vec<_>>(), (0..garbage.len() as u64).collect::<Vec<_>>());

@@ -2,7 +2,7 @@
 //! (docs/api.md). Times are microseconds since the Unix epoch.
 
 use crate::App;
-use crate::auth::{Admin, User};
+use crate::auth::User;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -19,7 +19,7 @@ const DOWN_AFTER_US: i64 = 15_000_000;
 const MAX_RANGE_US: i64 = 24 * 3600 * 1_000_000;
 
 pub fn routes(app: App) -> axum::Router {
-    axum::Router::new()
+    let router = axum::Router::new()
         .merge(crate::auth::routes())
         .route("/api/cameras", get(cameras))
         .route("/api/cameras/{id}/live", get(crate::socket::live))
@@ -33,9 +33,11 @@ pub fn routes(app: App) -> axum::Router {
         .route("/api/cameras/{id}/thumbnail", get(crate::thumbnail::thumbnail))
         .route("/api/events", get(crate::detections::events))
         .route("/api/topics", get(topics))
-        .route("/api/status", get(status))
-        .route("/api/latency", get(latency).delete(reset_latency))
-        .with_state(app)
+        .route("/api/status", get(status));
+    // The benchmark's percentiles of what browsers report (vigil-bench live).
+    #[cfg(feature = "test-hooks")]
+    let router = router.route("/api/latency", get(latency).delete(reset_latency));
+    router.with_state(app)
 }
 
 /// The archive's "nothing there" and "not this codec" are the user's
@@ -337,11 +339,14 @@ async fn status(State(app): State<App>, user: User) -> Result<Json<Status>, ApiE
 }
 
 /// Glass-to-glass latencies the browsers report (capture → presented), ms.
+#[cfg(feature = "test-hooks")]
 #[derive(Default)]
 pub struct LatencyLog(Mutex<Vec<f64>>);
 
+#[cfg(feature = "test-hooks")]
 const LATENCY_SAMPLES: usize = 1 << 20;
 
+#[cfg(feature = "test-hooks")]
 impl LatencyLog {
     pub fn add(&self, ms: &[f64]) {
         let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -353,6 +358,7 @@ impl LatencyLog {
     }
 }
 
+#[cfg(feature = "test-hooks")]
 #[derive(Serialize)]
 struct LatencySummary {
     count: usize,
@@ -362,14 +368,16 @@ struct LatencySummary {
     max_ms: Option<f64>,
 }
 
-async fn latency(State(app): State<App>, _admin: Admin) -> Json<LatencySummary> {
+#[cfg(feature = "test-hooks")]
+async fn latency(State(app): State<App>, _admin: crate::auth::Admin) -> Json<LatencySummary> {
     let mut v = app.latency.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
     v.sort_by(f64::total_cmp);
     let q = |p: f64| (!v.is_empty()).then(|| v[((v.len() - 1) as f64 * p).round() as usize]);
     Json(LatencySummary { count: v.len(), p50_ms: q(0.5), p95_ms: q(0.95), p99_ms: q(0.99), max_ms: v.last().copied() })
 }
 
-async fn reset_latency(State(app): State<App>, _admin: Admin) -> StatusCode {
+#[cfg(feature = "test-hooks")]
+async fn reset_latency(State(app): State<App>, _admin: crate::auth::Admin) -> StatusCode {
     app.latency.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
     StatusCode::NO_CONTENT
 }

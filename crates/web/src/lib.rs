@@ -75,6 +75,9 @@ pub struct App {
     pub kafka: KafkaConfig,
     pub plan: Vec<TopicSpec>,
     pub cameras: Vec<CameraInfo>,
+    pub metrics: Metrics,
+    /// Browsers' latency reports for the benchmark (`/api/latency`).
+    #[cfg(feature = "test-hooks")]
     pub latency: Arc<api::LatencyLog>,
     pub rates: Arc<api::Rates>,
     /// Live detection records, one consumer for all live viewers.
@@ -169,6 +172,8 @@ pub async fn start(
         kafka,
         plan,
         cameras,
+        metrics: metrics.clone(),
+        #[cfg(feature = "test-hooks")]
         latency: Default::default(),
         rates: Default::default(),
     };

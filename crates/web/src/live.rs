@@ -112,6 +112,7 @@ impl Hub {
             feed.gop.lock().unwrap_or_else(|p| p.into_inner()).frames.iter().cloned().collect();
         let labels = [("camera", source.camera.as_str())];
         Ok(Viewer {
+            camera: source.camera.clone(),
             _feed: feed,
             rx,
             last_seq: None,
@@ -172,6 +173,7 @@ impl Hub {
 
 /// One viewer's view of a feed.
 pub struct Viewer {
+    camera: String,
     _feed: Arc<Feed>,
     rx: broadcast::Receiver<Arc<Frame>>,
     backlog: VecDeque<Arc<Frame>>,
@@ -181,6 +183,10 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    pub fn camera(&self) -> &str {
+        &self.camera
+    }
+
     /// The next frame to show, or `None` when the feed has ended.
     pub async fn next(&mut self) -> Option<Arc<Frame>> {
         loop {
@@ -246,6 +252,7 @@ mod tests {
             task: tokio::spawn(std::future::pending::<()>()).abort_handle(),
         });
         Viewer {
+            camera: "c".into(),
             _feed: feed,
             rx,
             waiting_for_key: backlog.is_empty(),

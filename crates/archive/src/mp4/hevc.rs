@@ -2,8 +2,6 @@
 //! the SPS the fields of the `hvcC` box and the picture size (ITU-T H.265
 //! 7.3.2.2, ISO/IEC 14496-15 8.3.3).
 
-use super::{Bits, rbsp};
-
 pub const VPS: u8 = 32;
 pub const SPS: u8 = 33;
 pub const PPS: u8 = 34;
@@ -117,6 +115,56 @@ impl Sps {
             c.extend_from_slice(nal);
         }
         c
+    }
+}
+
+/// The payload of a NAL unit (after its header) without emulation
+/// prevention bytes.
+pub(crate) fn rbsp(payload: &[u8]) -> Vec<u8> {
+    let mut rbsp = Vec::with_capacity(payload.len());
+    let mut zeros = 0;
+    for &b in payload {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        rbsp.push(b);
+    }
+    rbsp
+}
+
+/// A big-endian bit reader over an RBSP; every read past the end is `None`.
+pub(crate) struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Bits { data, pos: 0 }
+    }
+    fn skip(&mut self, n: usize) -> Option<()> {
+        (self.pos + n <= self.data.len() * 8).then(|| self.pos += n)
+    }
+    fn bits(&mut self, n: u32) -> Option<u32> {
+        let mut v = 0u32;
+        for _ in 0..n {
+            let byte = *self.data.get(self.pos / 8)?;
+            v = (v << 1) | ((byte >> (7 - self.pos % 8)) & 1) as u32;
+            self.pos += 1;
+        }
+        Some(v)
+    }
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bits(1)? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
     }
 }
 

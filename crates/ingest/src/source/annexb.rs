@@ -209,6 +209,7 @@ pub fn nal_units(au: &[u8]) -> Vec<(usize, usize)> {
 /// fed in those reads yields the same units and the same verdict as fed in
 /// one piece; every unit starts with its AUD; every key unit carries its
 /// parameter sets.
+#[cfg(any(test, feature = "fuzz"))]
 pub fn fuzz(data: &[u8]) {
     let Some((&ctl, stream)) = data.split_first() else { return };
     let codec = if ctl & 1 == 1 { Codec::H265 } else { Codec::H264 };

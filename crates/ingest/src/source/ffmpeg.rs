@@ -624,6 +624,7 @@ fn read_stderr(mut stderr: impl Read, tail: &Mutex<VecDeque<String>>) {
 /// keeper, and as ffprobe's answer. Checks, besides never panicking: the
 /// frames end with exactly one verdict; MJPEG frames are all key frames;
 /// the stderr tail stays bounded; a frame rate is positive.
+#[cfg(any(test, feature = "fuzz"))]
 pub fn fuzz(data: &[u8]) {
     let Some((&ctl, rest)) = data.split_first() else { return };
     let codec = [Codec::H264, Codec::H265, Codec::Mjpeg, Codec::H264][usize::from(ctl & 3)];

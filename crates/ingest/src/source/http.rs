@@ -547,6 +547,7 @@ fn printable(s: &str) -> String {
 
 /// Fuzzing entry point: every parser here of bytes from the camera (and the
 /// source string) must never panic, whatever the input.
+#[cfg(any(test, feature = "fuzz"))]
 pub fn fuzz(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = HttpConfig::parse(&text);

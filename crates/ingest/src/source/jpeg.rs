@@ -139,6 +139,7 @@ fn bad(why: &str) -> SourceError {
 /// ffmpeg, or one HTTP part). Checks, besides never panicking: the stream
 /// fed in those reads yields the same images and the same verdict as fed
 /// in one piece; every image runs from SOI to EOI.
+#[cfg(any(test, feature = "fuzz"))]
 pub fn fuzz(data: &[u8]) {
     let Some((&ctl, stream)) = data.split_first() else { return };
     let split = |pieces: &mut dyn Iterator<Item = &[u8]>| {

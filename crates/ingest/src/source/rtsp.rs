@@ -388,6 +388,7 @@ fn ntp_to_unix_us(ntp: u64) -> i64 {
 
 /// Fuzzing entry point: the parsers of outside bytes in this module (the
 /// source string and a frame from the camera) must never panic.
+#[cfg(any(test, feature = "fuzz"))]
 pub fn fuzz(data: &[u8]) {
     let _ = RtspConfig::parse(&String::from_utf8_lossy(data));
     for codec in [Codec::H264, Codec::H265, Codec::Mjpeg] {

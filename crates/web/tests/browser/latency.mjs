@@ -1,6 +1,6 @@
 // Glass-to-glass latency: headless chromium shows the live grid of every
 // camera for SECONDS; the page reports each presented frame's latency to
-// the server (which `vigil bench live` reads back). Exits non-zero if a
+// the server (which `vigil-bench live` reads back). Exits non-zero if a
 // camera shows nothing.
 //
 // env: VIGIL_URL (a server run with --insecure-no-auth), MODE, SECONDS, CAMERAS

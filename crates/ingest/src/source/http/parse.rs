@@ -331,6 +331,7 @@ pub(super) fn one_jpeg(data: &[u8]) -> Result<Vec<u8>, SourceError> {
 }
 
 /// Fuzzing: the head, a chunked body and multipart bodies of `data`.
+#[cfg(any(test, feature = "fuzz"))]
 pub(super) fn fuzz(data: &[u8]) {
     let _ = parse_head(data);
     let (mut body, mut chunked) = (Vec::new(), Body::Chunked { state: Chunk::Size, line: Vec::new() });

@@ -1,14 +1,14 @@
-//! `vigil bench archive`: the archive's throughput beside a bare consume
+//! `vigil-bench archive`: the archive's throughput beside a bare consume
 //! loop over the same records and beside the disk's sequential write speed
 //! (one fdatasync at the end, as `dd conv=fdatasync`), in the same run; and
 //! the archive's CPU per 1080p30 4 Mbit/s camera.
 
-use crate::bench::{PARTITIONS, assign_from_start, create, delete, publish, start_broker, topic};
-use crate::config::Settings;
+use crate::ingest_path::{PARTITIONS, assign_from_start, create, delete, publish, start_broker, topic};
 use anyhow::{Result, bail};
 use bus::Metrics;
 use std::io::Write;
 use std::time::{Duration, Instant};
+use vigil::config::Settings;
 
 #[derive(clap::Args, Debug)]
 pub struct ArchiveBenchArgs {

@@ -1,4 +1,4 @@
-//! `vigil bench live`: glass-to-glass latency of live video, and how many
+//! `vigil-bench live`: glass-to-glass latency of live video, and how many
 //! viewers one server holds.
 //!
 //! Everything runs on loopback: the embedded broker, N synthetic cameras,
@@ -8,18 +8,18 @@
 //!    shows the grid of every camera, in each live mode; the page reports,
 //!    per frame it presents, now − capture time (the capture time travels
 //!    inside the frame); the server collects the reports (`/api/latency`).
-//! 2. Viewers: `vigil bench viewers` child processes open K WebSockets
+//! 2. Viewers: `vigil-bench viewers` child processes open K WebSockets
 //!    (mode mse: the server muxes fMP4 per viewer) and time each frame's
 //!    arrival against its capture time; the server's CPU is measured with
 //!    K = 0 as the baseline in the same run.
 
-use crate::bench::start_broker;
-use crate::config::Settings;
+use crate::ingest_path::start_broker;
 use anyhow::{Context, Result, bail};
 use bus::Metrics;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use vigil::config::Settings;
 
 #[derive(clap::Args, Debug)]
 pub struct LiveBenchArgs {
@@ -90,7 +90,7 @@ pub async fn live(mut s: Settings, a: LiveBenchArgs) -> Result<()> {
     };
     let ingest =
         tokio::spawn(ingest::run(cfg, s.kafka.clone(), s.plan.clone(), metrics.clone(), stopped(stop_rx.clone())));
-    let listen = crate::bench::free_port()?;
+    let listen = crate::ingest_path::free_port()?;
     let web_cfg = web::WebConfig {
         listen,
         archive_dir: s.archive.dir.clone(),
@@ -161,9 +161,9 @@ pub async fn live(mut s: Settings, a: LiveBenchArgs) -> Result<()> {
 
 /// This process's CPU over `d`, as a share of one core.
 async fn cpu_share(d: Duration) -> f64 {
-    let (t0, c0) = (Instant::now(), crate::bench_archive::cpu_seconds());
+    let (t0, c0) = (Instant::now(), crate::archive_path::cpu_seconds());
     tokio::time::sleep(d).await;
-    (crate::bench_archive::cpu_seconds() - c0) / t0.elapsed().as_secs_f64()
+    (crate::archive_path::cpu_seconds() - c0) / t0.elapsed().as_secs_f64()
 }
 
 fn request(addr: SocketAddr, method: &str, path: &str) -> Result<String> {
@@ -201,14 +201,14 @@ fn browser(addr: SocketAddr, mode: &str, seconds: u64, ids: &[String]) -> Result
 
 fn viewers_process(addr: SocketAddr, ids: &[String], k: usize, secs: u64) -> Result<std::process::Child> {
     Ok(std::process::Command::new(std::env::current_exe()?)
-        .args(["bench", "viewers", "--url", &format!("ws://{addr}"), "--cameras", &ids.join(",")])
+        .args(["viewers", "--url", &format!("ws://{addr}"), "--cameras", &ids.join(",")])
         .args(["--viewers", &k.to_string(), "--seconds", &secs.to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?)
 }
 
-/// `vigil bench viewers`: K WebSocket viewers, round robin over cameras;
+/// `vigil-bench viewers`: K WebSocket viewers, round robin over cameras;
 /// prints capture → arrival latency percentiles as JSON.
 pub async fn viewers(a: ViewersArgs) -> Result<()> {
     use futures::StreamExt;

@@ -1,4 +1,4 @@
-//! `vigil bench detect`: the detection stage (decode, preprocess,
+//! `vigil-bench detect`: the detection stage (decode, preprocess,
 //! inference, postprocess with NMS, tracking) beside a Python baseline
 //! (ffmpeg decode piped as rgb24, numpy, the onnxruntime wheel) over the
 //! same clip, model, input size, thresholds and inference threads, in the
@@ -14,7 +14,6 @@
 //! the median round of each are reported. Both sides' first analysed
 //! frames are compared, so a fast but wrong pipeline shows.
 
-use crate::config::Settings;
 use anyhow::{Context, Result, bail};
 use codec::Decoder;
 use detect::Detection;
@@ -24,6 +23,7 @@ use media::{Codec, Frame, FrameMeta, Stream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+use vigil::config::Settings;
 
 #[derive(clap::Args, Debug)]
 pub struct DetectBenchArgs {
@@ -244,7 +244,7 @@ fn vigil_run(model: &mut Model, frames: &[Frame], every: usize, tcfg: &detect::t
 
     let mut run = Run::default();
     let mut tracker = Tracker::new("bench", *tcfg);
-    let cpu0 = crate::bench_archive::cpu_seconds();
+    let cpu0 = crate::archive_path::cpu_seconds();
     let start = Instant::now();
     let mut decoder = Decoder::new();
     for (i, f) in frames.iter().enumerate() {
@@ -274,7 +274,7 @@ fn vigil_run(model: &mut Model, frames: &[Frame], every: usize, tcfg: &detect::t
         run.analysed += 1;
     }
     run.wall = start.elapsed().as_secs_f64();
-    run.cpu = crate::bench_archive::cpu_seconds() - cpu0;
+    run.cpu = crate::archive_path::cpu_seconds() - cpu0;
     Ok(run)
 }
 

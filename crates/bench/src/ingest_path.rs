@@ -1,4 +1,4 @@
-//! `vigil bench ingest`: frames through vigil's ingest path beside a bare
+//! `vigil-bench ingest`: frames through vigil's ingest path beside a bare
 //! rdkafka produce→consume loop, same broker, sizes and counts, same run.
 //!
 //! vigil's path: envelope + seq + byte-bounded buffer + publisher (one
@@ -7,7 +7,6 @@
 //! exactly-once settings sending raw payloads, one consumer reading them.
 //! Each round runs both on fresh topics; the best round of each is kept.
 
-use crate::config::Settings;
 use anyhow::{Result, bail};
 use bus::{Delivery, FrameReader, KafkaConfig, Metrics, TopicSpec};
 use futures::StreamExt;
@@ -18,6 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
+use vigil::config::Settings;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {

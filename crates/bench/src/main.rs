@@ -1,0 +1,82 @@
+//! `vigil-bench`: vigil's benchmarks, each measured beside a baseline in the
+//! same run and reported as a ratio (docs/benchmarks.md has the numbers
+//! and the commands). A binary of its own, so the production `vigil` ships
+//! no benchmark code; it reads the same config file and flags as `vigil`.
+
+mod archive_path;
+mod detection;
+mod ingest_path;
+mod live;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use vigil::cli::Global;
+use vigil::config::Settings;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vigil-bench",
+    version,
+    about = "vigil's benchmarks, each beside a baseline measured in the same run."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    which: Bench,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Frames through vigil's ingest path (envelope, buffer, publisher,
+    /// broker, reader) beside a bare rdkafka produce→consume loop.
+    Ingest(ingest_path::BenchArgs),
+    /// The archive beside a bare consume loop and the disk's sequential
+    /// write speed; CPU per 1080p30 4 Mbit/s camera.
+    Archive(archive_path::ArchiveBenchArgs),
+    /// Glass-to-glass live latency in headless chromium (p50/p95/p99), and
+    /// how many WebSocket viewers one server holds, with its CPU.
+    Live(live::LiveBenchArgs),
+    /// The detection stage (decode, preprocess, inference, NMS, tracking)
+    /// beside a Python onnxruntime + numpy pipeline: frames/s and the ratio.
+    Detect(detection::DetectBenchArgs),
+    /// (Used by `live`.) WebSocket viewers measuring arrival latency.
+    #[command(hide = true)]
+    Viewers(live::ViewersArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+                .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn,tansu=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vigil-bench: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = || Settings::load(&cli.global, &Default::default());
+    match cli.which {
+        Bench::Ingest(a) => ingest_path::ingest(settings()?, a).await,
+        Bench::Archive(a) => archive_path::archive(settings()?, a).await,
+        Bench::Live(a) => live::live(settings()?, a).await,
+        Bench::Viewers(a) => live::viewers(a).await,
+        Bench::Detect(a) => detection::detect(settings()?, a),
+    }
+}
