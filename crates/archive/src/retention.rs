@@ -60,7 +60,7 @@ pub fn plan(
             continue;
         }
         let cam = per_camera.get(s.camera.as_str()).copied().unwrap_or(0);
-        let too_old = policy.max_age_us.is_some_and(|a| s.last_us < now_us - a);
+        let too_old = policy.max_age_us.is_some_and(|a| s.last_us < now_us.saturating_sub(a));
         let camera_over = policy.camera_max_bytes.is_some_and(|m| cam > m);
         let total_over = policy.max_bytes.is_some_and(|m| total > m);
         let low_space = policy.min_free_bytes.is_some_and(|m| free < m);

@@ -91,7 +91,9 @@ impl Writer {
         let roll = match self.open.get(&m.camera) {
             None => true,
             Some(o) => {
-                m.key && (o.len >= self.limits.max_bytes || m.capture_us - o.first_us >= self.limits.max_duration_us)
+                m.key
+                    && (o.len >= self.limits.max_bytes
+                        || m.capture_us.saturating_sub(o.first_us) >= self.limits.max_duration_us)
             }
         };
         if roll {

@@ -117,7 +117,7 @@ impl KafkaConfig {
 
     /// Fails with a clear error when no broker answers within `timeout`.
     pub fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
-        let consumer = self.base_consumer(Delivery::AtMostOnce, "vigil-metadata")?;
+        let consumer = self.base_consumer(Delivery::AtMostOnce, crate::topics::groups::READ)?;
         let deadline = Instant::now() + timeout;
         loop {
             match consumer.fetch_metadata(None, Duration::from_millis(1000)) {
@@ -218,7 +218,7 @@ impl KafkaConfig {
 
     /// Partition count of each named topic that exists.
     pub fn partition_counts(&self, names: &[String]) -> Result<BTreeMap<String, i32>, Error> {
-        let consumer = self.base_consumer(Delivery::AtMostOnce, "vigil-metadata")?;
+        let consumer = self.base_consumer(Delivery::AtMostOnce, crate::topics::groups::READ)?;
         let md = consumer
             .fetch_metadata(None, Duration::from_secs(10))
             .map_err(|e| Error::Unreachable { brokers: self.brokers.clone(), cause: e.to_string() })?;

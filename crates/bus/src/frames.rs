@@ -50,15 +50,9 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    /// Joins consumer group `group` on `topic` with the settings of the
-    /// topic's guarantee.
-    pub fn subscribe(cfg: &KafkaConfig, topic: &TopicSpec, group: &str, metrics: &Metrics) -> Result<Self, Error> {
-        Ok(Self::over(Reader::subscribe(cfg, topic, group, metrics)?, metrics))
-    }
-
     /// Reads every partition of `topic` from the given offset (e.g.
-    /// `Offset::End` for a live viewer) as a member of no group: nothing
-    /// is committed.
+    /// `Offset::End` for a live viewer) as a member-less reader that never
+    /// commits (group `vigil-web`).
     pub fn assign(
         cfg: &KafkaConfig,
         topic: &TopicSpec,
@@ -66,8 +60,8 @@ impl FrameReader {
         from: Offset,
         metrics: &Metrics,
     ) -> Result<Self, Error> {
-        let group = format!("vigil-reader-{}", std::process::id());
-        Self::assign_from(cfg, topic, &group, &(0..partitions).map(|p| (p, from)).collect(), metrics)
+        let from = (0..partitions).map(|p| (p, from)).collect();
+        Self::assign_from(cfg, topic, crate::topics::groups::WEB, &from, metrics)
     }
 
     /// Reads the given partitions from the given offsets as a member-less
@@ -237,7 +231,7 @@ impl FrameReader {
         let c = &self.cameras[cam];
         c.frames.inc();
         c.bytes.add(frame.payload.len() as u64);
-        c.age.set((now_us() - frame.meta.capture_us) as f64 / 1e6);
+        c.age.set(now_us().saturating_sub(frame.meta.capture_us) as f64 / 1e6);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::Error;
 use crate::client::KafkaConfig;
-use crate::topics::{TopicSpec, groups};
+use crate::topics::TopicSpec;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -47,28 +47,24 @@ impl Inspector {
     pub fn new(cfg: &KafkaConfig) -> Result<Self, Error> {
         Ok(Inspector {
             cfg: cfg.clone(),
-            client: cfg.base_consumer(crate::Delivery::AtMostOnce, groups::READ)?,
+            client: cfg.base_consumer(crate::Delivery::AtMostOnce, crate::topics::groups::READ)?,
             groups: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The plan with end offsets and the lag of every group that committed
-    /// on its topics (those listed by the broker, and `extra_groups`).
-    /// Blocking: call from a blocking thread.
-    pub fn report(&self, plan: &[TopicSpec], extra_groups: &[&str]) -> Result<Vec<TopicReport>, Error> {
+    /// The plan with end offsets and the lag of each of `groups` that
+    /// committed on its topics. Blocking: call from a blocking thread.
+    pub fn report(&self, plan: &[TopicSpec], groups: &[&str]) -> Result<Vec<TopicReport>, Error> {
         let timeout = Duration::from_secs(5);
         let md = self
             .client
             .fetch_metadata(None, timeout)
             .map_err(|e| Error::Unreachable { brokers: self.cfg.brokers.clone(), cause: e.to_string() })?;
-        let mut names: Vec<String> = match self.client.fetch_group_list(None, timeout) {
-            Ok(list) => list.groups().iter().map(|g| g.name().to_string()).collect(),
-            Err(e) => {
-                tracing::debug!(error = %e, "list groups not available");
-                vec![]
-            }
-        };
-        names.extend(extra_groups.iter().map(|s| s.to_string()));
+        // The groups are named, never listed: listing makes librdkafka
+        // describe every group, which tansu 0.6 answers with an error it
+        // also logs (its describe_groups parses the stored JSON as a JSON
+        // string), and the groups that matter are vigil's own anyway.
+        let mut names: Vec<&str> = groups.to_vec();
         names.sort();
         names.dedup();
         let mut out = Vec::new();
@@ -78,17 +74,22 @@ impl Inspector {
             let mut end_offsets = Vec::new();
             let mut records = 0;
             for p in 0..parts {
-                let (lo, hi) = self
-                    .client
-                    .fetch_watermarks(spec.name, p, timeout)
-                    .map_err(|e| Error::kafka("fetch watermarks", e))?;
+                // A topic being created (or a partition moving) has no
+                // watermarks for a moment: a report with a 0 beats none.
+                let (lo, hi) = match self.client.fetch_watermarks(spec.name, p, timeout) {
+                    Ok(marks) => marks,
+                    Err(e) => {
+                        tracing::debug!(topic = spec.name, partition = p, error = %e, "no watermarks yet");
+                        (0, 0)
+                    }
+                };
                 end_offsets.push(hi);
                 records += (hi - lo).max(0);
             }
             let mut lags = Vec::new();
             for g in &names {
                 if let Some(lag) = self.group_lag(g, spec.name, &end_offsets)? {
-                    lags.push(GroupLag { group: g.clone(), lag });
+                    lags.push(GroupLag { group: g.to_string(), lag });
                 }
             }
             out.push(TopicReport {
@@ -142,6 +143,6 @@ impl Inspector {
 }
 
 /// One report with clients made for it (a one-off command). Blocking.
-pub fn report(cfg: &KafkaConfig, plan: &[TopicSpec], extra_groups: &[&str]) -> Result<Vec<TopicReport>, Error> {
-    Inspector::new(cfg)?.report(plan, extra_groups)
+pub fn report(cfg: &KafkaConfig, plan: &[TopicSpec], groups: &[&str]) -> Result<Vec<TopicReport>, Error> {
+    Inspector::new(cfg)?.report(plan, groups)
 }

@@ -42,6 +42,14 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// An error no retry cures (authentication, a fatal client state):
+    /// whoever runs the role must act.
+    #[error("kafka: {what}: {source} (retrying will not help)")]
+    Refused {
+        what: &'static str,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     #[error("no Kafka broker answers at {brokers} ({cause}); start one with `vigil broker` or pass --brokers")]
     Unreachable { brokers: String, cause: String },
     #[error("{what}: not done within {timeout:?}")]
@@ -53,5 +61,10 @@ pub enum Error {
 impl Error {
     pub fn kafka(what: &'static str, source: rdkafka::error::KafkaError) -> Self {
         Error::Kafka { what, source }
+    }
+
+    /// Whether trying again may succeed.
+    pub fn retry(&self) -> bool {
+        !matches!(self, Error::Refused { .. })
     }
 }

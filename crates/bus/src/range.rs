@@ -60,14 +60,18 @@ fn start_offset(answer: Option<Offset>, low: i64, high: i64) -> Option<i64> {
 /// Calls `each` with the range's records, in order within a partition.
 /// Fails when reading takes longer than the range's timeout.
 pub fn read(kafka: &KafkaConfig, r: &Range, mut each: impl FnMut(&BorrowedMessage<'_>)) -> Result<(), Error> {
-    let consumer: BaseConsumer = kafka.base_consumer(r.delivery, "vigil-range")?;
+    let consumer: BaseConsumer = kafka.base_consumer(r.delivery, crate::topics::groups::READ)?;
     let deadline = Instant::now() + r.timeout;
     let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     let timed_out = || Error::TimedOut { what: format!("reading {}", r.topic), timeout: r.timeout };
     let mut marks = BTreeMap::new();
     for p in 0..r.partitions {
-        let (low, high) =
-            consumer.fetch_watermarks(&r.topic, p, left()).map_err(|e| Error::kafka("read watermarks", e))?;
+        let (low, high) = match consumer.fetch_watermarks(&r.topic, p, left()) {
+            Ok(marks) => marks,
+            // A topic (or partition) not created yet holds nothing.
+            Err(e) if unknown(&e) => continue,
+            Err(e) => return Err(Error::kafka("read watermarks", e)),
+        };
         if high > low {
             marks.insert(p, (low, high));
         }
@@ -139,6 +143,11 @@ pub fn read(kafka: &KafkaConfig, r: &Range, mut each: impl FnMut(&BorrowedMessag
     Ok(())
 }
 
+fn unknown(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{UnknownPartition, UnknownTopic, UnknownTopicOrPartition};
+    matches!(e.rdkafka_error_code(), Some(UnknownPartition | UnknownTopic | UnknownTopicOrPartition))
+}
+
 /// Whether the consumer's position on `partition` has reached `end`: the
 /// partition is done even though its last offsets returned no record (a
 /// transaction marker, an aborted transaction's records).
@@ -146,15 +155,9 @@ fn passed(positions: &[(i32, Offset)], partition: i32, end: i64) -> bool {
     positions.iter().any(|&(p, o)| p == partition && matches!(o, Offset::Offset(o) if o >= end))
 }
 
-/// The end offset (high watermark) of each of `partitions` of `topic` now.
-/// Blocking.
-pub fn end_offsets(kafka: &KafkaConfig, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, Error> {
-    watermarks(kafka, topic, partitions).map(|m| m.into_iter().map(|(p, (_, high))| (p, high)).collect())
-}
-
 /// The (low, high) watermarks of each of `partitions` of `topic` now. Blocking.
 pub fn watermarks(kafka: &KafkaConfig, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, (i64, i64)>, Error> {
-    let consumer: BaseConsumer = kafka.base_consumer(Delivery::ExactlyOnce, "vigil-range")?;
+    let consumer: BaseConsumer = kafka.base_consumer(Delivery::ExactlyOnce, crate::topics::groups::READ)?;
     let mut out = BTreeMap::new();
     for &p in partitions {
         let marks = consumer

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 /// stage runtime sets it): what consumers dedupe by.
 pub const ID_HEADER: &str = "vigil-id";
 
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Feeds librdkafka's statistics (consumer lag per partition) into metrics.
 pub struct LagContext {
     metrics: Metrics,
@@ -72,6 +74,9 @@ pub struct Reader {
     /// Per partition, the offset after the last record returned.
     next_offset: HashMap<i32, i64>,
     errors: Throttle,
+    /// Grows while errors repeat (across calls: callers time out `recv`),
+    /// back to the minimum on the next record.
+    backoff: Duration,
 }
 
 impl Reader {
@@ -90,13 +95,6 @@ impl Reader {
         Ok(reader)
     }
 
-    /// Joins consumer group `group` on the topic (Kafka assigns partitions).
-    pub fn subscribe(cfg: &KafkaConfig, topic: &TopicSpec, group: &str, metrics: &Metrics) -> Result<Self, Error> {
-        let reader = Self::create(cfg, topic, group, metrics)?;
-        reader.consumer.subscribe(&[topic.name]).map_err(|e| Error::kafka("subscribe", e))?;
-        Ok(reader)
-    }
-
     fn create(cfg: &KafkaConfig, topic: &TopicSpec, group: &str, metrics: &Metrics) -> Result<Self, Error> {
         let mut c = cfg.consumer_config(topic.delivery, group);
         c.set("statistics.interval.ms", "5000");
@@ -108,6 +106,7 @@ impl Reader {
             commits: topic.delivery.consumer_commits(),
             next_offset: HashMap::new(),
             errors: Throttle::new(),
+            backoff: MIN_BACKOFF,
         })
     }
 
@@ -127,20 +126,21 @@ impl Reader {
     /// backoff, logged rate-limited); an error no retry cures is returned.
     /// Cancel-safe: nothing is taken from the consumer until it returns.
     pub async fn recv(&mut self) -> Result<BorrowedMessage<'_>, Error> {
-        let mut backoff = Duration::from_millis(100);
         loop {
             match self.consumer.recv().await {
                 Ok(m) => {
                     self.next_offset.insert(m.partition(), m.offset() + 1);
+                    self.backoff = MIN_BACKOFF;
                     return Ok(m);
                 }
-                Err(e) if fatal(&e) => return Err(Error::kafka("consume", e)),
+                Err(e) if fatal(&e) => return Err(Error::Refused { what: "consume", source: e }),
                 Err(e) => {
                     if let Some(n) = self.errors.tick() {
                         tracing::warn!(topic = %self.topic, error = %e, repeated = n, "consume error; retrying");
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let wait = self.backoff;
+                    self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

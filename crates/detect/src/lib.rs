@@ -82,8 +82,20 @@ pub async fn run(
     metrics: bus::Metrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    let spec = stage_spec(&cfg, &model_id(&cfg.model.path)?, frames);
+    let id = model_id(&cfg.model.path)?;
+    let spec = stage_spec(&cfg, &id, frames);
     let m = metrics.clone();
-    let make = move || Detector::new(cfg.clone(), &m).map_err(stage::Error::from);
+    let make = move || {
+        let d = Detector::new(cfg.clone(), &m)?;
+        if d.model_id() != id {
+            // Checkpoints and trackers belong to the model they were made with.
+            return Err(stage::Error::fatal(format!(
+                "the model file {} changed under a running detector ({id} → {}): restart it",
+                cfg.model.path.display(),
+                d.model_id()
+            )));
+        }
+        Ok(d)
+    };
     Ok(stage::run(spec, kafka, metrics, make, shutdown).await?)
 }

@@ -49,7 +49,7 @@ impl Detector {
         let mut summary = Summary { cameras: names.len(), ..Summary::default() };
         for camera in &names {
             // Start at the key frame at or before `from`: within a minute.
-            let rows = index.frames_between(camera, from_us - 60_000_000, to_us).await?;
+            let rows = index.frames_between(camera, from_us.saturating_sub(60_000_000), to_us).await?;
             let first = rows.iter().rposition(|r| r.key && r.capture_us <= from_us).unwrap_or(0);
             for r in &rows[first..] {
                 let Some(codec) = codec(&r.codec) else { continue };

@@ -86,26 +86,32 @@ pub async fn run(
     let states =
         bus::cameras::CameraStates::new(&kafka).map_err(|e| tracing::warn!(error = %e, "no camera states")).ok();
     let ctx = source::Context { stop: stop.clone(), metrics: metrics.clone(), events, states };
-    let mut threads = Vec::new();
-    let mut tasks = Vec::new();
+    // Every stream's counter first: a camera another ingest process holds
+    // is an error before any camera starts.
+    let seq_dir = cfg.data_dir.join("ingest").join("seq");
+    let mut streams = Vec::new();
     for cam in &cfg.cameras {
         let main = (Stream::Main, &cam.main, &frames, &frames_producer);
         let sub = cam.sub.as_ref().map(|s| (Stream::Sub, s, &live, &live_producer));
         for (stream, spec, topic, producer) in std::iter::once(main).chain(sub) {
-            let seq_dir = cfg.data_dir.join("ingest").join("seq");
             let seq = seq::SeqCounter::open(&seq_dir, &format!("{}.{}", cam.id, stream.name()))
                 .map_err(|source| Error::Seq { camera: cam.id.clone(), source })?;
-            let (tx, rx) = buffer::buffer(cfg.buffer_bytes, seq, &metrics, &cam.id, topic.name);
-            let publisher = Publisher::new(producer.clone(), topic, &cam.id, ack_log.clone(), &metrics);
-            tasks.push(tokio::spawn(publisher.run(rx, cfg.drain)));
-            let (spec, id, ctx) = (spec.clone(), cam.id.clone(), ctx.clone());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("cam-{id}"))
-                    .spawn(move || source::run(spec, id, stream, tx, ctx))
-                    .expect("spawn camera thread"),
-            );
+            streams.push((cam, stream, spec, topic, producer, seq));
         }
+    }
+    let mut threads = Vec::new();
+    let mut tasks = Vec::new();
+    for (cam, stream, spec, topic, producer, seq) in streams {
+        let (tx, rx) = buffer::buffer(cfg.buffer_bytes, seq, &metrics, &cam.id, topic.name);
+        let publisher = Publisher::new(producer.clone(), topic, &cam.id, ack_log.clone(), &metrics);
+        tasks.push(tokio::spawn(publisher.run(rx, cfg.drain)));
+        let (spec, id, ctx) = (spec.clone(), cam.id.clone(), ctx.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("cam-{id}"))
+                .spawn(move || source::run(spec, id, stream, tx, ctx))
+                .expect("spawn camera thread"),
+        );
     }
     tracing::info!(cameras = cfg.cameras.len(), "ingest running");
     shutdown.await;

@@ -23,6 +23,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How long a send waits for room in a full queue when this camera has
+/// nothing in flight to wait on.
+const RETRY_WAIT: Duration = Duration::from_millis(20);
+
 /// Appends `camera stream seq partition offset` for every frame the broker
 /// acknowledged: the ground truth crash tests compare the archive against.
 #[derive(Clone)]
@@ -238,10 +242,18 @@ impl Publisher {
                 tracing::warn!(topic = self.topic, error = %err, "send failed, retrying");
             }
             // Wait for the broker to take something before trying again:
-            // this is what pushes back on the camera.
-            match tokio::time::timeout(Duration::from_millis(100), inflight.next()).await {
-                Ok(Some((res, done))) => self.delivered(res, done, retry),
-                _ => {
+            // this is what pushes back on the camera. With nothing of this
+            // camera's in flight (other cameras fill the shared queue) there
+            // is nothing to wait on: sleep a little instead of spinning.
+            let waited = if inflight.is_empty() {
+                tokio::time::sleep(RETRY_WAIT).await;
+                None
+            } else {
+                tokio::time::timeout(Duration::from_millis(100), inflight.next()).await.ok().flatten()
+            };
+            match waited {
+                Some((res, done)) => self.delivered(res, done, retry),
+                None => {
                     self.producer.recover_if_fatal();
                     producer = self.producer.get();
                 }
@@ -291,5 +303,61 @@ impl Publisher {
             log.write(&self.pending_acks);
             self.pending_acks.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CPU time this thread has used (Linux: /proc/thread-self/schedstat).
+    fn thread_cpu() -> Duration {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        Duration::from_nanos(s.split_whitespace().next().unwrap().parse().unwrap())
+    }
+
+    /// A queue filled by other cameras, and nothing of this camera's in
+    /// flight: the send waits for room without burning a core. (A spinning
+    /// send never yields, so it runs on a thread of its own, watched.)
+    #[test]
+    fn a_full_queue_with_nothing_in_flight_is_waited_on_not_spun() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let result = rt.block_on(async {
+                // No broker answers here: nothing ever leaves the queue.
+                let kafka = KafkaConfig::new("127.0.0.1:1");
+                let shared = SharedProducer::new(&kafka, Delivery::ExactlyOnce, 1).unwrap();
+                let filler = vec![0u8; 512];
+                for _ in 0..100 {
+                    if shared.get().send_result(FutureRecord::<[u8], [u8]>::to("t").payload(&filler)).is_err() {
+                        break;
+                    }
+                }
+                let topic = bus::topics::plan().into_iter().find(|t| t.name == bus::topics::FRAMES).unwrap();
+                let mut p = Publisher::new(shared, &topic, "cam", None, &Metrics::default());
+                let meta = Arc::new(FrameMeta {
+                    camera: "cam".into(),
+                    stream: media::Stream::Main,
+                    codec: media::Codec::H264,
+                    seq: 1,
+                    capture_us: 1,
+                    pts_90k: 0,
+                    key: true,
+                    discontinuity: false,
+                });
+                let out = Outgoing { meta, last_chunk: true, frame_len: 512, bytes: filler.clone() };
+                let (mut inflight, mut retry) = (FuturesUnordered::new(), VecDeque::new());
+                let before = thread_cpu();
+                let sent = tokio::time::timeout(Duration::from_secs(1), p.send(out, &mut inflight, &mut retry)).await;
+                (sent.is_err(), thread_cpu() - before)
+            });
+            let _ = done_tx.send(result);
+        });
+        let (waiting, used) = done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the send never yielded in 10 s: it spins on the full queue");
+        assert!(waiting, "the queue stays full: the send keeps waiting");
+        assert!(used < Duration::from_millis(300), "waiting used {used:?} of CPU in 1 s");
     }
 }

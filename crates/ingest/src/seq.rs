@@ -7,6 +7,11 @@
 //! a gap of unused numbers, never a reuse; the first frame after a restart
 //! carries the `discontinuity` flag so the gap reads as "not recorded", not
 //! "lost".
+//!
+//! Each counter is held by one process: a lock on `<name>.lock` for as long
+//! as the counter lives (the kernel drops it when the process dies). Two
+//! ingest processes with the same camera would interleave two sequences of
+//! one camera; the second is refused instead.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -18,6 +23,14 @@ pub struct SeqCounter {
     path: PathBuf,
     next: u64,
     reserved_until: u64,
+    _lock: File,
+}
+
+/// `dir/name` with `suffix` appended (the name holds dots: `cam1.main`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
 }
 
 impl SeqCounter {
@@ -25,6 +38,21 @@ impl SeqCounter {
     pub fn open(dir: &Path, name: &str) -> std::io::Result<Self> {
         fs::create_dir_all(dir)?;
         let path = dir.join(name);
+        let lock_path = sibling(&path, ".lock");
+        let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "stream {name} is already being ingested by another process (it holds {}): run each camera in one ingest only",
+                        lock_path.display()
+                    ),
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
         let next = match fs::read_to_string(&path) {
             Ok(s) => s.trim().parse::<u64>().map_err(|_| {
                 std::io::Error::new(
@@ -35,7 +63,7 @@ impl SeqCounter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
         };
-        Ok(SeqCounter { path, next, reserved_until: next })
+        Ok(SeqCounter { path, next, reserved_until: next, _lock: lock })
     }
 
     /// The next number; reserves a new block when the current one is used up.
@@ -49,7 +77,8 @@ impl SeqCounter {
     }
 
     fn reserve(&mut self, until: u64) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
+        // Not `with_extension`: `cam1.main` and `cam1.sub` would share one.
+        let tmp = sibling(&self.path, ".tmp");
         let mut f = File::create(&tmp)?;
         writeln!(f, "{until}")?;
         f.sync_all()?;
@@ -79,12 +108,31 @@ mod tests {
         for _ in 0..BLOCK + 3 {
             b.take().unwrap();
         }
+        drop(b);
         let mut c = SeqCounter::open(&dir, "cam.main").unwrap();
         assert_eq!(c.take().unwrap(), 3 * BLOCK);
         // Other streams count on their own.
         assert_eq!(SeqCounter::open(&dir, "cam.sub").unwrap().take().unwrap(), 0);
         fs::write(dir.join("bad"), "xyz").unwrap();
         assert!(SeqCounter::open(&dir, "bad").is_err());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn one_stream_is_counted_by_one_process() {
+        let dir = std::env::temp_dir().join(format!("vigil-seq-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut main = SeqCounter::open(&dir, "cam.main").unwrap();
+        let e = SeqCounter::open(&dir, "cam.main").err().expect("a second counter of cam.main is refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(e.to_string().contains("already being ingested by another process"), "{e}");
+        // The sub stream is another counter, and its reservations do not
+        // touch the main stream's file.
+        let mut sub = SeqCounter::open(&dir, "cam.sub").unwrap();
+        assert_eq!((main.take().unwrap(), sub.take().unwrap()), (0, 0));
+        assert_eq!(fs::read_to_string(dir.join("cam.main")).unwrap().trim(), BLOCK.to_string());
+        drop(main);
+        assert_eq!(SeqCounter::open(&dir, "cam.main").unwrap().take().unwrap(), BLOCK, "free once the holder is gone");
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -197,6 +197,17 @@ impl Chunk<'_> {
         if count == 0 || index >= count {
             return Err(Error::Envelope(format!("chunk {index} of {count}")));
         }
+        // Hostile numbers stop here, so no consumer's arithmetic on them
+        // can overflow.
+        if !(0..=MAX_TIME_US).contains(&capture_us) {
+            return Err(Error::Envelope(format!("capture time {capture_us} µs is out of range")));
+        }
+        if !(-MAX_TIME_US..=MAX_TIME_US).contains(&pts_90k) {
+            return Err(Error::Envelope(format!("pts {pts_90k} is out of range")));
+        }
+        if seq > MAX_SEQ {
+            return Err(Error::Envelope(format!("seq {seq} is out of range")));
+        }
         if offset as u64 + payload_len as u64 > frame_len as u64 {
             return Err(bad("chunk extends past the end of its frame"));
         }
@@ -219,6 +230,12 @@ impl Chunk<'_> {
         })
     }
 }
+
+/// The latest capture time a frame may carry (µs since the epoch, about
+/// the year 2255), and the largest |pts|.
+pub const MAX_TIME_US: i64 = 1 << 53;
+/// The largest seq a frame may carry.
+pub const MAX_SEQ: u64 = 1 << 62;
 
 struct Reader<'a> {
     buf: &'a [u8],
@@ -299,6 +316,34 @@ mod tests {
             assert!(matches!(Chunk::decode(&bytes), Err(Error::Envelope(_))), "{name}");
         }
         assert!(matches!(Chunk::decode(&future), Err(Error::Version(9))));
+    }
+
+    /// Validly framed and checksummed, but carrying numbers no camera
+    /// makes: refused at decode, before any consumer computes with them.
+    #[test]
+    fn hostile_numbers_are_refused() {
+        let hostile = |f: fn(&mut FrameMeta)| {
+            let mut m = meta("cam-1", 7);
+            f(&mut m);
+            let c = Chunk { meta: m, index: 0, count: 1, frame_len: 1, offset: 0, payload: b"x" };
+            let mut out = Vec::new();
+            c.encode_into(&mut out);
+            out
+        };
+        type Change = fn(&mut FrameMeta);
+        let cases: [(&str, Change); 6] = [
+            ("capture time i64::MIN", |m| m.capture_us = i64::MIN),
+            ("negative capture time", |m| m.capture_us = -1),
+            ("capture time i64::MAX", |m| m.capture_us = i64::MAX),
+            ("pts i64::MIN", |m| m.pts_90k = i64::MIN),
+            ("seq u64::MAX", |m| m.seq = u64::MAX),
+            ("seq past the limit", |m| m.seq = MAX_SEQ + 1),
+        ];
+        for (name, f) in cases {
+            let e = Chunk::decode(&hostile(f)).err();
+            assert!(matches!(&e, Some(Error::Envelope(w)) if w.contains("out of range")), "{name}: {e:?}");
+        }
+        assert!(Chunk::decode(&hostile(|m| m.capture_us = MAX_TIME_US)).is_ok(), "the limit itself is fine");
     }
 
     #[test]

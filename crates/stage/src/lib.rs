@@ -41,7 +41,7 @@ mod output;
 mod runner;
 mod source;
 
-pub use checkpoint::{Checkpoint, key as checkpoint_key, read as read_checkpoints};
+pub use checkpoint::Checkpoint;
 pub use output::Output;
 pub use runner::run;
 pub use source::Source;
@@ -144,7 +144,8 @@ impl Error {
     /// Whether the runtime restarts the stage after it.
     pub fn retry(&self) -> bool {
         match self {
-            Error::Bus(_) | Error::Delivery { .. } | Error::Transaction(_) => true,
+            Error::Bus(e) => e.retry(),
+            Error::Delivery { .. } | Error::Transaction(_) => true,
             Error::Config(_) => false,
             Error::Stage { retry, .. } => *retry,
         }

@@ -87,11 +87,6 @@ impl Output {
         }
     }
 
-    /// Records queued and not yet known to be acknowledged.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     /// Waits for every queued record's acknowledgement. Gives up once the
     /// stage is stopping and an acknowledgement is slow (the broker may be
     /// gone for good): the next run starts from the last checkpoint.

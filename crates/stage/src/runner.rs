@@ -106,6 +106,12 @@ async fn supervise<S: Stage>(
         match result {
             Ok(()) => return Ok(()),
             Err(e) if !e.retry() => return Err(e),
+            // Stopping: what followed the last checkpoint is done again on
+            // the next start; nothing to restart now.
+            Err(e) if stop.load(Ordering::Relaxed) => {
+                tracing::warn!(stage = spec.name, error = %e, "stopped without a final checkpoint; the next start resumes from the one before");
+                return Ok(());
+            }
             Err(e) => {
                 tracing::error!(stage = spec.name, error = %e, "stage failed; restarting from its last checkpoint");
                 c.restarts.inc();
@@ -152,27 +158,38 @@ async fn run_once<S: Stage>(
     stop: &Arc<AtomicBool>,
     c: &Counters,
 ) -> Result<(), Error> {
+    // The producer first: with transactions, making it fences an older
+    // process of this instance, so no checkpoint lands after the read below.
+    let mut outputs = spec.outputs.clone();
+    outputs.push(spec.state.name.to_string());
+    let txn_id = spec.transactions.then(|| format!("vigil-{}/{}", spec.name, spec.instance));
+    let mut out = Output::new(kafka, outputs, txn_id.as_deref(), stop.clone())?;
     let (k, state_topic, instance, input) =
         (kafka.clone(), spec.state.clone(), spec.instance.clone(), spec.input.name.to_string());
     let partitions: Vec<i32> = (0..spec.input.partitions).collect();
     let (mut saved, marks) = tokio::task::spawn_blocking(move || {
-        let saved = checkpoint::read::<S::State>(&k, &state_topic, &instance, RESTORE_TIMEOUT)?;
+        // The state topic as it is on the broker (its partition count may
+        // differ from the plan's).
+        let counts = k.partition_counts(&[state_topic.name.to_string()])?;
+        let state_topic = bus::TopicSpec {
+            partitions: counts.get(state_topic.name).copied().unwrap_or(state_topic.partitions),
+            ..state_topic
+        };
+        let saved = checkpoint::read::<S::State>(&k, &state_topic, &instance, &input, RESTORE_TIMEOUT)?;
         let marks = bus::range::watermarks(&k, &input, &partitions)?;
         Ok::<_, bus::Error>((saved, marks))
     })
     .await
     .map_err(|e| Error::Config(format!("restore: {e}")))??;
-    let mut at = starts(spec, &saved, &marks);
-    for &p in at.keys() {
+    // Per partition, the source's position as of the last checkpoint (the
+    // offset stored may be held back further by the stage).
+    let mut position = starts(spec, &saved, &marks);
+    for &p in position.keys() {
         stage.restore(p, saved.remove(&p).map(|c| c.state));
     }
-    tracing::info!(stage = spec.name, instance = %spec.instance, from = ?at, "stage reading {}", spec.input.name);
-    let from: HashMap<i32, Offset> = at.iter().map(|(&p, &o)| (p, Offset::Offset(o))).collect();
+    tracing::info!(stage = spec.name, instance = %spec.instance, from = ?position, "stage reading {}", spec.input.name);
+    let from: HashMap<i32, Offset> = position.iter().map(|(&p, &o)| (p, Offset::Offset(o))).collect();
     let mut source = S::Source::open(kafka, &spec.input, spec.group, &from, metrics)?;
-    let mut outputs = spec.outputs.clone();
-    outputs.push(spec.state.name.to_string());
-    let txn_id = spec.transactions.then(|| format!("vigil-{}/{}", spec.name, spec.instance));
-    let mut out = Output::new(kafka, outputs, txn_id.as_deref(), stop.clone())?;
     let mut stored: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
     let mut last = Instant::now();
     let mut wait = IDLE;
@@ -191,13 +208,13 @@ async fn run_once<S: Stage>(
         }
         if last.elapsed() >= spec.checkpoint_interval {
             let started = Instant::now();
-            checkpoint(spec, stage, &source, &mut out, &mut at, &mut stored).await?;
+            checkpoint(spec, stage, &source, &mut out, &mut position, &mut stored).await?;
             c.checkpoints.inc();
             c.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
             last = Instant::now();
         }
     }
-    checkpoint(spec, stage, &source, &mut out, &mut at, &mut stored).await?;
+    checkpoint(spec, stage, &source, &mut out, &mut position, &mut stored).await?;
     c.checkpoints.inc();
     Ok(())
 }
@@ -211,7 +228,7 @@ async fn checkpoint<S: Stage>(
     stage: &mut S,
     source: &S::Source,
     out: &mut Output,
-    at: &mut BTreeMap<i32, i64>,
+    position: &mut BTreeMap<i32, i64>,
     stored: &mut BTreeMap<i32, Vec<u8>>,
 ) -> Result<(), Error> {
     stage.flush(out)?;
@@ -221,7 +238,7 @@ async fn checkpoint<S: Stage>(
     let positions = source.resume_offsets();
     let mut offsets = TopicPartitionList::new();
     let mut written = Vec::new();
-    for (&p, offset) in at.iter_mut() {
+    for (&p, offset) in position.iter_mut() {
         let (state, hold) = stage.checkpoint(p);
         if let Some(&o) = positions.get(&p) {
             *offset = o;

@@ -47,7 +47,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Up(a) => {
             let mut s = Settings::load(g, &a.cameras)?;
             if s.cameras.is_empty() {
-                s.cameras = demo_cameras(a.demo_cameras);
+                let footage = demo_footage();
+                if footage.is_none() {
+                    println!(
+                        "  demo     footage missing ({}): every demo camera is synthetic; scripts/demo-clip builds it",
+                        detect::model::cache_dir().join("demo/people-and-animals.mp4").display()
+                    );
+                }
+                s.cameras = demo_cameras(a.demo_cameras, footage.as_deref());
             }
             if let Some(l) = a.broker_listen {
                 s.broker_listen = l;
@@ -119,26 +126,38 @@ async fn dispatch(cli: Cli) -> Result<()> {
 
 /// The demo: synthetic cameras sized to leave most of a small machine free
 /// (see README for the measured CPU). The first has a sub stream for live
-/// view, the last is MJPEG so both codecs are always exercised.
-fn demo_cameras(n: usize) -> Vec<ingest::CameraSpec> {
+/// view, the last is MJPEG so both codecs are always exercised. When the
+/// demo footage is installed (`scripts/demo-clip`, run by scripts/setup),
+/// cam2 (cam1 with fewer than three cameras) plays it: real people and
+/// animals, so detection, tracking and events show at once.
+fn demo_cameras(n: usize, footage: Option<&std::path::Path>) -> Vec<ingest::CameraSpec> {
     use ingest::source::SourceSpec;
+    let clip_camera = if n >= 3 { 2 } else { 1 };
     (1..=n)
         .map(|i| {
+            let synthetic = |spec: &str| SourceSpec::parse(&format!("synthetic:{spec}")).expect("valid demo");
+            if let Some(clip) = footage.filter(|_| i == clip_camera) {
+                // A bad clip is the camera's problem: it reports it and
+                // retries, as any camera does.
+                let main = SourceSpec::parse(&format!("file:{}?loop", clip.display()))
+                    .unwrap_or_else(|_| synthetic("width=640,height=360,fps=10,bitrate=300k,gop=20"));
+                return ingest::CameraSpec { id: format!("cam{i}"), main, sub: None };
+            }
             let main = if i == n && n > 1 {
                 "codec=mjpeg,fps=5,quality=60"
             } else {
                 "width=640,height=360,fps=10,bitrate=300k,gop=20"
             };
-            let sub = (i == 1).then(|| {
-                SourceSpec::parse("synthetic:width=320,height=180,fps=10,bitrate=120k,gop=20").expect("valid demo")
-            });
-            ingest::CameraSpec {
-                id: format!("cam{i}"),
-                main: SourceSpec::parse(&format!("synthetic:{main}")).expect("valid demo"),
-                sub,
-            }
+            let sub = (i == 1).then(|| synthetic("width=320,height=180,fps=10,bitrate=120k,gop=20"));
+            ingest::CameraSpec { id: format!("cam{i}"), main: synthetic(main), sub }
         })
         .collect()
+}
+
+/// The demo footage, if scripts/setup installed it.
+fn demo_footage() -> Option<std::path::PathBuf> {
+    let clip = detect::model::cache_dir().join("demo/people-and-animals.mp4");
+    clip.is_file().then_some(clip)
 }
 
 async fn start_embedded(s: &mut Settings) -> Result<broker::EmbeddedBroker> {
@@ -217,34 +236,89 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
         None => print_login_hint(&web_cfg),
     }
     println!("open {}  (Ctrl-C stops)", web::url(&web_cfg));
-    let archive = tokio::spawn(archive_role(&s, metrics.clone(), stopped(stop_rx.clone())));
-    let detector = detecting.then(|| {
+    // Every role is a task of one set: the first that fails (or panics, or
+    // ends on its own) is reported at once and stops the others, and `vigil
+    // up` exits non-zero with its reason; a recording that silently stopped
+    // behind a working web page is worse than no page.
+    let mut roles = Roles::default();
+    roles.spawn("web", async move { Ok(web_task.await??) });
+    roles.spawn("archive", archive_role(&s, metrics.clone(), stopped(stop_rx.clone())));
+    if detecting {
         let (s2, cfg, m, stop) = (s.clone(), s.detect.clone(), metrics.clone(), stopped(stop_rx.clone()));
-        tokio::spawn(async move {
-            let r = detect_cmd::role(&s2, cfg, m, stop).await;
-            // Said at once: recording goes on without detection.
-            if let Err(e) = &r {
-                tracing::error!("detector stopped: {e:#}");
-            }
-            r
-        })
-    });
-    let ingest = ingest::run(ingest_config(&s, None), s.kafka.clone(), s.plan.clone(), metrics, stopped(stop_rx));
-    let signal = async {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    };
-    let (ingested, _) = tokio::join!(ingest, signal);
-    ingested?;
-    archive.await??;
-    if let Some(d) = detector {
-        // A detector failing (its model, say) must not take the recording
-        // down; it was logged when it happened.
-        let _ = d.await?;
+        roles.spawn("detect", async move { detect_cmd::role(&s2, cfg, m, stop).await });
     }
-    web_task.await??;
+    let (cfg, kafka, plan) = (ingest_config(&s, None), s.kafka.clone(), s.plan.clone());
+    let stop = stopped(stop_rx);
+    roles.spawn("ingest", async move { Ok(ingest::run(cfg, kafka, plan, metrics, stop).await?) });
+    let failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        f = roles.next_end() => Some(f),
+    };
+    let _ = stop_tx.send(true);
+    let mut first = failed.clone().map(|(role, why)| anyhow::anyhow!("{role} stopped: {why}"));
+    if let Some((role, why)) = &failed {
+        tracing::error!("{role} stopped: {why}; stopping vigil up");
+    }
+    // The others finish what they hold (the archive flushes), bounded.
+    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some((role, why)) = roles.next_stopped().await {
+            tracing::error!("{role} failed while stopping: {why}");
+            first.get_or_insert_with(|| anyhow::anyhow!("{role} failed while stopping: {why}"));
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("roles still busy 30 s after the stop: leaving them");
+    }
     drop(embedded);
-    Ok(())
+    first.map_or(Ok(()), Err)
+}
+
+/// The roles of `vigil up`, each a task with a name.
+#[derive(Default)]
+struct Roles {
+    set: tokio::task::JoinSet<Result<()>>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Roles {
+    fn spawn(&mut self, name: &'static str, role: impl std::future::Future<Output = Result<()>> + Send + 'static) {
+        let id = self.set.spawn(role).id();
+        self.names.insert(id, name);
+    }
+
+    /// The first role to end, while none should: its name and why.
+    async fn next_end(&mut self) -> (&'static str, String) {
+        match self.set.join_next_with_id().await {
+            Some(r) => self.describe(r).unwrap_or_else(|role| (role, "ended on its own".into())),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// While stopping: the next role that fails (those that end well are
+    /// skipped); `None` when all have ended.
+    async fn next_stopped(&mut self) -> Option<(&'static str, String)> {
+        while let Some(r) = self.set.join_next_with_id().await {
+            if let Ok(failure) = self.describe(r) {
+                return Some(failure);
+            }
+        }
+        None
+    }
+
+    /// `Ok((role, why))` for a failure or a panic, `Err(role)` for a clean end.
+    fn describe(
+        &self,
+        r: Result<(tokio::task::Id, Result<()>), tokio::task::JoinError>,
+    ) -> Result<(&'static str, String), &'static str> {
+        let name = |id| self.names.get(&id).copied().unwrap_or("a role");
+        match r {
+            Ok((id, Ok(()))) => Err(name(id)),
+            Ok((id, Err(e))) => Ok((name(id), format!("{e:#}"))),
+            Err(e) if e.is_panic() => Ok((name(e.id()), "panicked (see the log above)".into())),
+            Err(e) => Ok((name(e.id()), e.to_string())),
+        }
+    }
 }
 
 /// Whether the detector's model and runtime are installed; says what to do

@@ -3,12 +3,11 @@
 use crate::config::Settings;
 use anyhow::Result;
 
-/// vigil's own consumer groups, listed even where the broker cannot list groups.
-const KNOWN_GROUPS: &[&str] = &["vigil-archive", "vigil-detect", "vigil-collect"];
-
 pub async fn run(s: Settings, json: bool) -> Result<()> {
     let (kafka, plan) = (s.kafka.clone(), s.plan.clone());
-    let report = tokio::task::spawn_blocking(move || bus::inspect::report(&kafka, &plan, KNOWN_GROUPS)).await??;
+    let report =
+        tokio::task::spawn_blocking(move || bus::inspect::report(&kafka, &plan, bus::topics::groups::WITH_LAG))
+            .await??;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

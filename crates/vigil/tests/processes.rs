@@ -168,3 +168,96 @@ async fn topics_shows_the_plan_with_live_numbers() {
     assert_eq!(code, 0);
     assert!(out.contains("vigil.live") && out.contains("at-most-once"), "{out}");
 }
+
+/// A role that fails ends `vigil up` at once, non-zero, with the reason
+/// (here the detector: a model file that is not a model). The rest of the
+/// process does not go on serving a page while nothing is analysed.
+#[test]
+fn a_failing_role_ends_vigil_up_with_its_reason() {
+    let runtime = detect::model::ModelOptions::default().runtime;
+    assert!(runtime.exists(), "ONNX Runtime missing at {}: run scripts/fetch-model", runtime.display());
+    let dir = temp_dir("up-fails");
+    let model = dir.join("broken.onnx");
+    std::fs::write(&model, b"not an onnx model").unwrap();
+    let cfg = dir.join("vigil.toml");
+    std::fs::write(&cfg, format!("[detect]\nmodel = \"{}\"\n[archive]\nmin_free_bytes = 0\n", model.display()))
+        .unwrap();
+    let (web, broker) = (free_port().to_string(), free_port().to_string());
+    #[rustfmt::skip]
+    let (code, out, err) = vigil(&[
+        "up", "--config", cfg.to_str().unwrap(), "--data-dir", dir.join("d").to_str().unwrap(),
+        "--listen", &web, "--broker-listen", &broker, "--metrics-listen", "off",
+        "--demo-cameras", "1", "--insecure-no-auth",
+    ]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("vigil: error: detect stopped:"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A camera is ingested by one process: a second `vigil ingest` of the same
+/// camera on the same data dir is refused, and says why.
+#[test]
+fn a_camera_already_ingested_is_refused() {
+    let dir = temp_dir("twice");
+    let addr = free_port();
+    let listen = addr.to_string();
+    let d = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    let _broker = Vigil::start(
+        "broker",
+        &["broker", "--listen", &listen, "--data-dir", &d("b"), "--metrics-listen", "off"],
+        &dir,
+    );
+    wait_port(addr, Duration::from_secs(30));
+    let args =
+        ["ingest", "--brokers", &listen, "--data-dir", &d("i"), "--metrics-listen", "off", "--camera", "c1=synthetic:"];
+    let mut first = Vigil::start("ingest", &args, &dir);
+    // The first holds the counter once its log says it runs.
+    let log = dir.join("ingest.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("ingest running") {
+        assert!(std::time::Instant::now() < deadline, "the first ingest did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _, err) = vigil(&args);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("camera c1") && err.contains("already being ingested by another process"), "{err}");
+    first.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `vigil topics` shows the archive's and detector's lag without the
+/// broker logging an error (listing groups made tansu 0.6 log one per group).
+#[test]
+fn vigil_topics_shows_lag_and_the_broker_stays_quiet() {
+    let dir = temp_dir("topics");
+    let addr = free_port();
+    let listen = addr.to_string();
+    let d = |s: &str| dir.join(s).to_str().unwrap().to_string();
+    let _broker = Vigil::start(
+        "broker",
+        &["broker", "--listen", &listen, "--data-dir", &d("b"), "--metrics-listen", "off"],
+        &dir,
+    );
+    wait_port(addr, Duration::from_secs(30));
+    let cfg = dir.join("a.toml");
+    std::fs::write(&cfg, "[archive]\nflush_interval_ms = 200\nmin_free_bytes = 0\n").unwrap();
+    #[rustfmt::skip]
+    let _ingest = Vigil::start("ingest", &["ingest", "--brokers", &listen, "--data-dir", &d("i"), "--metrics-listen", "off", "--camera", "t1=synthetic:width=160,height=96"], &dir);
+    #[rustfmt::skip]
+    let _archive = Vigil::start("archive", &["archive", "--config", cfg.to_str().unwrap(), "--brokers", &listen, "--data-dir", &d("a"), "--metrics-listen", "off"], &dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let (code, out, err) = vigil(&["topics", "--brokers", &listen, "--metrics-listen", "off"]);
+        assert_eq!(code, 0, "{err}");
+        let frames = out.lines().find(|l| l.starts_with("vigil.frames")).unwrap_or_default().to_string();
+        if frames.contains("vigil-archive (") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no archive lag in:\n{out}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = std::fs::read_to_string(dir.join("broker.log")).unwrap();
+    assert!(!log.contains("ERROR"), "the broker logged errors:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -158,7 +158,9 @@ async fn camera_views(app: &App, user: &User) -> Result<Vec<CameraView>, ApiErro
                 source: c.source.clone(),
                 sub: c.sub,
                 codec: r.map(|r| r.codec.clone()),
-                up: state.as_ref().map_or_else(|| r.is_some_and(|r| now - r.last_us < DOWN_AFTER_US), |s| s.up),
+                up: state
+                    .as_ref()
+                    .map_or_else(|| r.is_some_and(|r| now.saturating_sub(r.last_us) < DOWN_AFTER_US), |s| s.up),
                 state,
                 last_us: r.map(|r| r.last_us),
                 first_us: r.map(|r| r.first_us),

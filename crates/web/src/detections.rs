@@ -119,7 +119,7 @@ impl Hub {
         cameras.retain(|_, tx| tx.receiver_count() > 0);
         let mut rx = cameras.entry(camera.to_string()).or_insert_with(|| watch::channel(None).0).subscribe();
         drop(cameras);
-        let stale = rx.borrow().as_ref().is_none_or(|r| bus::now_us() - r.capture_us > FRESH_US);
+        let stale = rx.borrow().as_ref().is_none_or(|r| bus::now_us().saturating_sub(r.capture_us) > FRESH_US);
         if stale {
             rx.mark_unchanged();
         } else {
@@ -160,8 +160,16 @@ impl Hub {
                 }
                 let text = serde_json::to_string(&Tagged { r#type: "detections", record: &r }).unwrap_or_default();
                 let live = Arc::new(LiveRecord { capture_us: r.capture_us, text });
+                // Only a newer frame's record replaces the one shown: a
+                // restarted detector republishes older frames' records.
                 if let Some(tx) = shared.lock().unwrap_or_else(|p| p.into_inner()).get(&r.camera) {
-                    tx.send_replace(Some(live));
+                    tx.send_if_modified(|shown| {
+                        let newer = shown.as_ref().is_none_or(|s| s.capture_us < live.capture_us);
+                        if newer {
+                            *shown = Some(live);
+                        }
+                        newer
+                    });
                 }
             }
         });

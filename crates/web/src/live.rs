@@ -43,7 +43,9 @@ pub struct Hub {
 }
 
 struct Feed {
-    tx: broadcast::Sender<Arc<Frame>>,
+    /// The feed's task holds the only sender: when it ends (an error no
+    /// retry cures) the channel closes and every viewer's stream ends.
+    tx: broadcast::WeakSender<Arc<Frame>>,
     gop: Arc<Mutex<Gop>>,
     task: tokio::task::AbortHandle,
 }
@@ -107,7 +109,9 @@ impl Hub {
         };
         // Subscribe before copying the GOP: a frame sent in between is then
         // in both, and the viewer drops it by seq.
-        let rx = feed.tx.subscribe();
+        let Some(rx) = feed.tx.upgrade().map(|tx| tx.subscribe()) else {
+            return Err(bus::Error::Other(format!("the live feed of {} has stopped", source.camera)));
+        };
         let backlog: VecDeque<Arc<Frame>> =
             feed.gop.lock().unwrap_or_else(|p| p.into_inner()).frames.iter().cloned().collect();
         let labels = [("camera", source.camera.as_str())];
@@ -138,7 +142,8 @@ impl Hub {
         let (tx, _) = broadcast::channel(QUEUE);
         let gop = Arc::new(Mutex::new(Gop::default()));
         let (camera, stream) = (source.camera.clone(), if source.sub { Stream::Sub } else { Stream::Main });
-        let (task_tx, task_gop) = (tx.clone(), gop.clone());
+        let (weak, task_gop) = (tx.downgrade(), gop.clone());
+        let task_tx = tx;
         let task = tokio::spawn(async move {
             let mut narrowed = false;
             loop {
@@ -167,7 +172,7 @@ impl Hub {
                 let _ = task_tx.send(f); // no viewer right now is fine
             }
         });
-        Ok(Arc::new(Feed { tx, gop, task: task.abort_handle() }))
+        Ok(Arc::new(Feed { tx: weak, gop, task: task.abort_handle() }))
     }
 }
 
@@ -247,7 +252,7 @@ mod tests {
     fn viewer(backlog: Vec<Arc<Frame>>, rx: broadcast::Receiver<Arc<Frame>>) -> Viewer {
         let (tx, _) = broadcast::channel(1);
         let feed = Arc::new(Feed {
-            tx,
+            tx: tx.downgrade(),
             gop: Default::default(),
             task: tokio::spawn(std::future::pending::<()>()).abort_handle(),
         });

@@ -123,6 +123,7 @@ async fn run(
 ) {
     let mut muxer = Muxer::new(mode);
     let mut recheck = tokio::time::interval(RECHECK);
+    let mut last_report = None;
     let latency = app.metrics.histogram(
         "vigil_web_live_latency_seconds",
         "Glass to glass (capture to on screen) of live video, as viewers' browsers report it.",
@@ -158,7 +159,14 @@ async fn run(
                 }
             }
             m = socket.recv() => match m {
-                Some(Ok(Message::Text(t))) => on_text(&app, &t, admin, &latency),
+                Some(Ok(Message::Text(t))) => {
+                    // A browser reports about once a second; more often is
+                    // not a browser and is not counted.
+                    if last_report.is_none_or(|t: std::time::Instant| t.elapsed() >= MIN_REPORT_GAP) {
+                        last_report = Some(std::time::Instant::now());
+                        on_text(&app, &t, admin, &latency);
+                    }
+                }
                 Some(Ok(_)) => {}
                 _ => return,
             },
@@ -171,6 +179,9 @@ async fn run(
         }
     }
 }
+
+/// The shortest time between two latency reports of one viewer that count.
+const MIN_REPORT_GAP: Duration = Duration::from_millis(500);
 
 /// Glass-to-glass latencies a viewer's browser reports (capture → on
 /// screen): into the `vigil_web_live_latency_seconds` histogram; with the
