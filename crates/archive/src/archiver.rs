@@ -119,7 +119,7 @@ impl Session<'_> {
                 next,
             })
             .collect();
-        self.index.commit(&commit).await?;
+        self.index.commit(commit).await?;
         for (&p, &o) in &offsets {
             self.positions.insert(p, Some(o));
             let _ = self.reader.commit(p, o); // lag metrics only

@@ -3,13 +3,22 @@
 //! `discontinuity` frame, i.e. not an ingest restart), duplicates, index
 //! entries whose bytes are missing or corrupt, bytes no index entry names,
 //! and a checksum per segment.
+//!
+//! It streams: recordings are read a page at a time and each one's bytes
+//! once, so memory stays bounded for any archive. It may run beside live
+//! archivers: it audits the index as of one moment (`Index::snapshot`),
+//! reads no frame committed after it, and leaves out what live writers
+//! are still writing (bytes past a segment's committed length, segments
+//! created since), which are a flush in progress, not a violation.
 
 use crate::Error;
-use crate::index::{FrameRow, Index};
+use crate::index::samples::Sample;
+use crate::index::{Index, Recording};
+use crate::lock::{live_writers, writer_of};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Default, Serialize)]
 pub struct CameraReport {
@@ -43,87 +52,187 @@ impl CameraReport {
     }
 }
 
+/// Recordings read from the index at a time.
+const PAGE: usize = 64;
+
 pub async fn check(dir: &Path, index: &Index, camera: Option<&str>) -> Result<Vec<CameraReport>, Error> {
-    let rows = index.frames(camera).await?;
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || audit(&dir, rows)).await.map_err(|e| Error::Other(e.to_string()))?
+    let (cameras, segments) = index.snapshot().await?;
+    let live = live_writers(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+    let mut out = Vec::new();
+    for cam in cameras.into_iter().filter(|c| camera.is_none_or(|want| want == c.camera)) {
+        let committed: BTreeMap<String, u64> =
+            segments.iter().filter(|s| s.camera == cam.camera).map(|s| (s.file.clone(), s.bytes)).collect();
+        let mut audit = Audit::new(dir, &cam.camera, committed, live.clone());
+        let mut after = None;
+        loop {
+            let page = index.recordings(&cam.camera, after, PAGE).await?;
+            let done = page.len() < PAGE;
+            after = page.last().map(|r| r.first_seq);
+            // Only what the snapshot names: recordings started since are left out.
+            let page: Vec<Recording> = page.into_iter().filter(|r| r.first_seq <= cam.last_seq).collect();
+            let more = !page.is_empty() && !done;
+            let last_seq = cam.last_seq;
+            audit = tokio::task::spawn_blocking(move || {
+                for r in &page {
+                    audit.recording(r, last_seq)?;
+                }
+                Ok::<_, Error>(audit)
+            })
+            .await
+            .map_err(|e| Error::Other(e.to_string()))??;
+            if !more {
+                break;
+            }
+        }
+        out.push(tokio::task::spawn_blocking(move || audit.finish()).await.map_err(|e| Error::Other(e.to_string()))??);
+    }
+    Ok(out)
 }
 
-fn audit(dir: &Path, rows: Vec<FrameRow>) -> Result<Vec<CameraReport>, Error> {
-    let mut by_camera: BTreeMap<String, Vec<FrameRow>> = BTreeMap::new();
-    for r in rows {
-        by_camera.entry(r.camera.clone()).or_default().push(r);
+/// One camera's audit, fed its recordings in seq order.
+struct Audit {
+    dir: PathBuf,
+    rep: CameraReport,
+    /// Segment file → committed length, as of the snapshot.
+    committed: BTreeMap<String, u64>,
+    live: HashSet<String>,
+    files: BTreeMap<String, FileAudit>,
+    prev: Option<u64>,
+}
+
+#[derive(Default)]
+struct FileAudit {
+    covered: u64,
+    crc: crc32fast::Hasher,
+    missing: bool,
+}
+
+impl Audit {
+    fn new(dir: &Path, camera: &str, committed: BTreeMap<String, u64>, live: HashSet<String>) -> Self {
+        Audit {
+            dir: dir.to_path_buf(),
+            rep: CameraReport { camera: camera.into(), ..CameraReport::default() },
+            committed,
+            live,
+            files: BTreeMap::new(),
+            prev: None,
+        }
     }
-    let mut out = Vec::new();
-    for (camera, rows) in by_camera {
-        let mut rep = CameraReport { camera: camera.clone(), frames: rows.len() as u64, ..Default::default() };
-        rep.first_seq = rows.first().map(|r| r.seq);
-        rep.last_seq = rows.last().map(|r| r.seq);
-        for w in rows.windows(2) {
-            let (a, b) = (&w[0], &w[1]);
-            if b.seq == a.seq {
-                rep.duplicates += 1;
-            } else if b.seq > a.seq + 1 {
-                let n = b.seq - a.seq - 1;
-                if b.discontinuity {
+
+    fn recording(&mut self, r: &Recording, last_seq: u64) -> Result<(), Error> {
+        let rows: Vec<Sample> = match r.samples().collect::<Result<_, _>>() {
+            Ok(rows) => rows,
+            Err(c) => {
+                tracing::error!(camera = %r.camera, first_seq = r.first_seq, at = c.at, "vigil check: a sample table is corrupt");
+                self.rep.without_data += r.frames;
+                return Ok(());
+            }
+        };
+        let rows: Vec<Sample> = rows.into_iter().filter(|f| f.seq <= last_seq).collect();
+        for f in &rows {
+            self.sequence(f);
+        }
+        self.bytes(r, &rows)
+    }
+
+    /// Counts and gaps.
+    fn sequence(&mut self, f: &Sample) {
+        let rep = &mut self.rep;
+        rep.frames += 1;
+        rep.first_seq.get_or_insert(f.seq);
+        rep.last_seq = Some(rep.last_seq.map_or(f.seq, |l| l.max(f.seq)));
+        match self.prev {
+            Some(p) if f.seq == p => rep.duplicates += 1,
+            Some(p) if f.seq > p + 1 => {
+                let n = f.seq - p - 1;
+                if f.discontinuity {
                     rep.not_recorded += n;
                 } else {
                     rep.missing += n;
-                    rep.missing_ranges.push((a.seq + 1, b.seq - 1));
+                    rep.missing_ranges.push((p + 1, f.seq - 1));
                 }
             }
+            _ => {}
         }
-        // Bytes: every row's range must exist with the right CRC; every
-        // byte of every file must belong to a row.
-        let mut files: BTreeMap<&str, Vec<&FrameRow>> = BTreeMap::new();
-        for r in &rows {
-            files.entry(r.file.as_str()).or_default().push(r);
+        self.prev = Some(self.prev.map_or(f.seq, |p| p.max(f.seq)));
+    }
+
+    /// Every frame's bytes exist with its CRC; a recording is one read.
+    fn bytes(&mut self, r: &Recording, rows: &[Sample]) -> Result<(), Error> {
+        let Some(end) = rows.iter().map(|f| f.offset + f.len).max() else { return Ok(()) };
+        let fa = self.files.entry(r.file.clone()).or_default();
+        let path = self.dir.join(&r.file);
+        let data = match read_range(&path, r.offset, end - r.offset) {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                // Shorter than the index says: count what is not there.
+                fa.missing = true;
+                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                for f in rows {
+                    if f.offset + f.len > len {
+                        self.rep.without_data += 1;
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(Error::Io { path, source: e }),
+        };
+        for f in rows {
+            if f.offset < fa.covered {
+                self.rep.duplicates += 1; // two entries claim the same bytes
+            }
+            let at = (f.offset - r.offset) as usize;
+            let bytes = &data[at..at + f.len as usize];
+            if crc32fast::hash(bytes) != f.crc {
+                self.rep.without_data += 1;
+            }
+            fa.crc.update(bytes);
+            fa.covered = fa.covered.max(f.offset + f.len);
         }
-        // Files on disk for this camera that no row names at all.
-        if let Ok(entries) = std::fs::read_dir(dir.join(&camera)) {
+        Ok(())
+    }
+
+    /// Bytes no entry names: past what the frames cover, up to the
+    /// committed length (a live writer's tail beyond it is a flush in
+    /// progress), and files the snapshot does not know (unless a live
+    /// writer made them since).
+    fn finish(mut self) -> Result<CameraReport, Error> {
+        let camera = self.rep.camera.clone();
+        let alive = |file: &str| writer_of(file).is_some_and(|w| self.live.contains(w));
+        if let Ok(entries) = std::fs::read_dir(self.dir.join(&camera)) {
             for e in entries.flatten() {
                 let rel = format!("{camera}/{}", e.file_name().to_string_lossy());
-                if !files.contains_key(rel.as_str()) {
-                    rep.without_index_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+                if !self.committed.contains_key(&rel) && !alive(&rel) {
+                    self.rep.without_index_bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
                 }
             }
         }
-        for (file, mut frs) in files {
-            frs.sort_by_key(|r| r.offset);
-            let path = dir.join(file);
-            let mut f = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(_) => {
-                    rep.without_data += frs.len() as u64;
-                    continue;
-                }
-            };
-            let len = f.metadata().map_err(|e| Error::Io { path: path.clone(), source: e })?.len();
-            let mut whole = crc32fast::Hasher::new();
-            let mut covered = 0u64;
-            let mut buf = Vec::new();
-            for r in frs {
-                if r.offset + r.len > len {
-                    rep.without_data += 1;
-                    continue;
-                }
-                if r.offset < covered {
-                    rep.duplicates += 1; // two entries claim the same bytes
-                }
-                buf.resize(r.len as usize, 0);
-                f.seek(SeekFrom::Start(r.offset))
-                    .and_then(|_| f.read_exact(&mut buf))
-                    .map_err(|e| Error::Io { path: path.clone(), source: e })?;
-                if crc32fast::hash(&buf) != r.crc {
-                    rep.without_data += 1;
-                }
-                whole.update(&buf);
-                covered = covered.max(r.offset + r.len);
+        for (file, committed) in &self.committed {
+            let fa = self.files.remove(file).unwrap_or_default();
+            let on_disk = std::fs::metadata(self.dir.join(file)).map(|m| m.len()).unwrap_or(0);
+            let named = if alive(file) { on_disk.min(*committed) } else { on_disk };
+            if !fa.missing {
+                self.rep.without_index_bytes += named.saturating_sub(fa.covered);
             }
-            rep.without_index_bytes += len.saturating_sub(covered);
-            rep.segments.push(SegmentReport { file: file.to_string(), bytes: len, crc32: whole.finalize() });
+            self.rep.segments.push(SegmentReport { file: file.clone(), bytes: on_disk, crc32: fa.crc.finalize() });
         }
-        out.push(rep);
+        Ok(self.rep)
     }
-    Ok(out)
+}
+
+/// `len` bytes of `path` from `offset`; `None` when the file is shorter
+/// (or gone: retention may have removed it since the snapshot).
+fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if f.metadata()?.len() < offset + len {
+        return Ok(None);
+    }
+    let mut buf = vec![0; len as usize];
+    f.seek(SeekFrom::Start(offset))?;
+    f.read_exact(&mut buf)?;
+    Ok(Some(buf))
 }

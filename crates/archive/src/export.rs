@@ -278,7 +278,7 @@ pub(crate) mod tests {
             (&[0, 0, 1, 0x40, 1, 0xc][..], &[0, 0, 1, 0x44, 1, 0xc1][..], &[0, 0, 1, 0x26, 1, 0xaf][..]);
         w.add(&frame("bad", 0, true, [vps, &[0, 0, 1, 0x42, 1, 1, 0xff], pps, idr].concat()));
         w.add(&frame("none", 0, true, idr.to_vec()));
-        index.commit(&w.take().write().unwrap()).await.unwrap();
+        index.commit(w.take().write().unwrap()).await.unwrap();
         assert!(index.segment_infos().await.unwrap().iter().filter(|s| s.camera == "c").count() > 1);
 
         let mp4 = d.join("c.mp4");

@@ -2,11 +2,31 @@
 //! every archived frame, its segment file and byte range, and the next Kafka
 //! offset of each partition. It is the single source of truth: bytes on
 //! disk that it does not name do not exist (recovery removes them).
+//!
+//! Sized for months (schema version 2, after moonfire-nvr's design): a row
+//! per *recording* (up to a minute of one camera's consecutive frames,
+//! contiguous in one segment file) with the frames packed into a sample
+//! table of a few bytes each (`samples`), not a row per frame. Per-camera
+//! and per-segment aggregates (frames, bytes, first/last time) are kept as
+//! frames are committed, so listing cameras and planning retention read a
+//! row per camera or segment, never the frames. All SQLite work runs on the
+//! index's own thread, off the async workers that carry live video. An
+//! archive of schema version 1 (a row per frame) is migrated on open
+//! (`migrate`).
+
+mod migrate;
+mod read;
+pub mod samples;
+mod write;
 
 use crate::Error;
 use libsql::{Connection, params};
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
+
+pub use read::Recording;
 
 /// One archived frame, as the index records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,7 +53,8 @@ impl FrameRow {
     }
 }
 
-/// A camera's recording in the index, for listing cameras.
+/// A camera's recording in the index, for listing cameras (kept as frames
+/// are committed and segments deleted: reading it reads one row).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CameraSummary {
     pub camera: String,
@@ -42,6 +63,10 @@ pub struct CameraSummary {
     pub first_us: i64,
     pub last_us: i64,
     pub frames: u64,
+    /// Frame bytes archived.
+    pub bytes: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
 }
 
 /// A segment with the capture times it covers, for retention.
@@ -55,7 +80,7 @@ pub struct SegmentInfo {
 }
 
 /// What one flush commits, atomically.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Commit {
     pub frames: Vec<FrameRow>,
     /// Segment file → committed length after this flush.
@@ -75,28 +100,50 @@ pub struct OffsetUpdate {
     pub next: i64,
 }
 
+/// The schema's version (`PRAGMA user_version`); 1 had a row per frame.
+pub const VERSION: i64 = 2;
+
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS recording (
+    camera TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    frames INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    first_us INTEGER NOT NULL,
+    last_us INTEGER NOT NULL,
+    last_pts INTEGER NOT NULL,
+    codec TEXT NOT NULL,
+    samples BLOB NOT NULL,
+    PRIMARY KEY (camera, first_seq)
+) WITHOUT ROWID;
+-- Covering: a timeline reads only the index, never the sample tables.
+CREATE INDEX IF NOT EXISTS recording_time ON recording (camera, first_us, last_us);
+CREATE INDEX IF NOT EXISTS recording_file ON recording (file);
+CREATE TABLE IF NOT EXISTS camera (
+    camera TEXT PRIMARY KEY,
+    codec TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    first_us INTEGER NOT NULL,
+    last_us INTEGER NOT NULL,
+    frames INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    -- 1 once a frame arrived below the camera's newest seq: its recordings
+    -- may overlap in seq and time, and readers take the careful path.
+    overlaps INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS segment (
     file TEXT PRIMARY KEY,
     camera TEXT NOT NULL,
-    bytes INTEGER NOT NULL
+    bytes INTEGER NOT NULL,
+    frames INTEGER NOT NULL DEFAULT 0,
+    first_us INTEGER,
+    last_us INTEGER
 );
-CREATE TABLE IF NOT EXISTS frame (
-    camera TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    file TEXT NOT NULL,
-    offset INTEGER NOT NULL,
-    len INTEGER NOT NULL,
-    capture_us INTEGER NOT NULL,
-    pts_90k INTEGER NOT NULL,
-    key INTEGER NOT NULL,
-    discontinuity INTEGER NOT NULL,
-    codec TEXT NOT NULL,
-    crc INTEGER NOT NULL,
-    PRIMARY KEY (camera, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS frame_time ON frame (camera, capture_us);
-CREATE INDEX IF NOT EXISTS frame_file ON frame (file);
+CREATE INDEX IF NOT EXISTS segment_age ON segment (first_us, file);
 CREATE TABLE IF NOT EXISTS kafka_offset (
     topic TEXT NOT NULL,
     partition INTEGER NOT NULL,
@@ -105,239 +152,160 @@ CREATE TABLE IF NOT EXISTS kafka_offset (
 );
 ";
 
+/// The database, used by one task at a time on the index's own thread.
+type Conn = Arc<tokio::sync::Mutex<Connection>>;
+
 pub struct Index {
-    conn: Connection,
-    _db: libsql::Database,
+    conn: Conn,
+    /// The index thread's runtime: every query runs there.
+    rt: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _db: Arc<libsql::Database>,
 }
 
 impl Index {
+    /// Opens (creating or migrating) the index at `path`.
     pub async fn open(path: &Path) -> Result<Self, Error> {
-        let db = libsql::Builder::new_local(path).build().await.map_err(|e| Error::index("open", e))?;
-        let conn = db.connect().map_err(|e| Error::index("connect", e))?;
-        // WAL with FULL sync: a committed transaction survives a power cut.
-        // A small WAL: checkpoints often, and the file shrinks back after.
-        for pragma in [
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=FULL",
-            "PRAGMA busy_timeout=10000",
-            "PRAGMA wal_autocheckpoint=256",
-            "PRAGMA journal_size_limit=1048576",
-        ] {
-            let mut rows = conn.query(pragma, ()).await.map_err(|e| Error::index("pragma", e))?;
-            while rows.next().await.map_err(|e| Error::index("pragma", e))?.is_some() {}
-        }
-        conn.execute_batch(SCHEMA).await.map_err(|e| Error::index("create schema", e))?;
-        Ok(Index { conn, _db: db })
+        let (rt, stop) = index_thread()?;
+        let path = path.to_path_buf();
+        let opened = rt
+            .spawn(async move {
+                let db = libsql::Builder::new_local(&path).build().await.map_err(|e| Error::index("open", e))?;
+                let conn = db.connect().map_err(|e| Error::index("connect", e))?;
+                // WAL with FULL sync: a committed transaction survives a
+                // power cut. A small WAL: checkpoints often, shrinks back.
+                for pragma in [
+                    "PRAGMA journal_mode=WAL",
+                    "PRAGMA synchronous=FULL",
+                    "PRAGMA busy_timeout=10000",
+                    "PRAGMA wal_autocheckpoint=256",
+                    "PRAGMA journal_size_limit=1048576",
+                    // Sample tables are read in bulk (playback, check):
+                    // through a memory map, not a read per page.
+                    "PRAGMA mmap_size=1073741824",
+                    "PRAGMA cache_size=-16384",
+                ] {
+                    let mut rows = conn.query(pragma, ()).await.map_err(|e| Error::index("pragma", e))?;
+                    while rows.next().await.map_err(|e| Error::index("pragma", e))?.is_some() {}
+                }
+                migrate::prepare(&conn, &path).await?;
+                Ok::<_, Error>((db, conn))
+            })
+            .await
+            .map_err(thread_gone)??;
+        let (db, conn) = opened;
+        Ok(Index { conn: Arc::new(tokio::sync::Mutex::new(conn)), rt, _stop: stop, _db: Arc::new(db) })
+    }
+
+    /// Runs `f` with the connection on the index thread, alone.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Connection) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        self.rt
+            .spawn(async move {
+                let c = conn.lock().await;
+                f(c.clone()).await
+            })
+            .await
+            .map_err(thread_gone)?
     }
 
     /// Commits a flush: frames, segment lengths and offsets in one
     /// transaction. Fails whole, with `Error::Fenced`, if any partition's
-    /// offset is not what the caller expected (another archiver moved it).
-    pub async fn commit(&self, c: &Commit) -> Result<(), Error> {
-        let e = |what| move |err| Error::index(what, err);
-        // IMMEDIATE: take the write lock before reading the offsets, so two
-        // archivers sharing the index queue (busy_timeout) instead of one
-        // failing to upgrade a read snapshot.
-        let tx =
-            self.conn.transaction_with_behavior(libsql::TransactionBehavior::Immediate).await.map_err(e("begin"))?;
-        for o in &c.offsets {
-            let mut rows = tx
-                .query(
-                    "SELECT next FROM kafka_offset WHERE topic = ?1 AND partition = ?2",
-                    params![o.topic.as_str(), o.partition as i64],
-                )
-                .await
-                .map_err(e("read offset"))?;
-            let found = match rows.next().await.map_err(e("read offset"))? {
-                Some(r) => Some(int(&r, 0)?),
-                None => None,
-            };
-            if found != o.expected {
-                drop(rows);
-                tx.rollback().await.map_err(e("rollback"))?;
-                return Err(Error::Fenced { partition: o.partition, expected: o.expected, found });
-            }
-        }
-        // One prepared statement for all the rows of a flush.
-        let insert = tx
-            .prepare(
-                "INSERT INTO frame (camera, seq, file, offset, len, capture_us, pts_90k, key, discontinuity, codec, crc)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .await
-            .map_err(e("prepare"))?;
-        for f in &c.frames {
-            insert
-                .execute(params![
-                    f.camera.as_str(),
-                    f.seq as i64,
-                    f.file.as_str(),
-                    f.offset as i64,
-                    f.len as i64,
-                    f.capture_us,
-                    f.pts_90k,
-                    f.key as i64,
-                    f.discontinuity as i64,
-                    f.codec.as_str(),
-                    f.crc as i64
-                ])
-                .await
-                .map_err(e("insert frame"))?;
-            insert.reset();
-        }
-        drop(insert);
-        for (file, camera, bytes) in &c.segments {
-            tx.execute(
-                "INSERT INTO segment (file, camera, bytes) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (file) DO UPDATE SET bytes = excluded.bytes",
-                params![file.as_str(), camera.as_str(), *bytes as i64],
-            )
-            .await
-            .map_err(e("upsert segment"))?;
-        }
-        for o in &c.offsets {
-            tx.execute(
-                "INSERT INTO kafka_offset (topic, partition, next) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (topic, partition) DO UPDATE SET next = excluded.next",
-                params![o.topic.as_str(), o.partition as i64, o.next],
-            )
-            .await
-            .map_err(e("upsert offset"))?;
-        }
-        tx.commit().await.map_err(e("commit"))
+    /// offset is not what the caller expected (another archiver moved it),
+    /// and with `Error::Duplicate` if a frame is indexed already.
+    pub async fn commit(&self, c: Commit) -> Result<(), Error> {
+        self.run(move |conn| async move { write::commit(&conn, &c).await }).await
     }
 
     /// Next offset to read per partition of `topic`.
     pub async fn offsets(&self, topic: &str) -> Result<HashMap<i32, i64>, Error> {
-        let mut rows = self
-            .conn
-            .query("SELECT partition, next FROM kafka_offset WHERE topic = ?1", params![topic])
-            .await
-            .map_err(|e| Error::index("read offsets", e))?;
-        let mut out = HashMap::new();
-        while let Some(r) = rows.next().await.map_err(|e| Error::index("read offsets", e))? {
-            out.insert(int(&r, 0)? as i32, int(&r, 1)?);
-        }
-        Ok(out)
+        let topic = topic.to_string();
+        self.run(move |conn| async move {
+            let e = |err| Error::index("read offsets", err);
+            let mut rows = conn
+                .query("SELECT partition, next FROM kafka_offset WHERE topic = ?1", params![topic])
+                .await
+                .map_err(e)?;
+            let mut out = HashMap::new();
+            while let Some(r) = rows.next().await.map_err(e)? {
+                out.insert(int(&r, 0)? as i32, int(&r, 1)?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Every segment file and its committed length.
     pub async fn segments(&self) -> Result<HashMap<String, (String, u64)>, Error> {
-        let mut rows = self
-            .conn
-            .query("SELECT file, camera, bytes FROM segment", ())
-            .await
-            .map_err(|e| Error::index("read segments", e))?;
-        let mut out = HashMap::new();
-        while let Some(r) = rows.next().await.map_err(|e| Error::index("read segments", e))? {
-            out.insert(text(&r, 0)?, (text(&r, 1)?, int(&r, 2)? as u64));
-        }
-        Ok(out)
+        Ok(self.segment_infos().await?.into_iter().map(|s| (s.file, (s.camera, s.bytes))).collect())
     }
 
-    /// Every segment with its time span.
+    /// Every segment with its time span (kept as frames are committed).
     pub async fn segment_infos(&self) -> Result<Vec<SegmentInfo>, Error> {
-        let sql = "SELECT s.file, s.camera, s.bytes, min(f.capture_us), max(f.capture_us)
-                   FROM segment s JOIN frame f ON f.file = s.file GROUP BY s.file";
-        let mut rows = self.conn.query(sql, ()).await.map_err(|e| Error::index("read segments", e))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().await.map_err(|e| Error::index("read segments", e))? {
-            out.push(SegmentInfo {
-                file: text(&r, 0)?,
-                camera: text(&r, 1)?,
-                bytes: int(&r, 2)? as u64,
-                first_us: int(&r, 3)?,
-                last_us: int(&r, 4)?,
-            });
-        }
-        Ok(out)
+        self.run(|conn| async move { read::segment_infos(&conn).await }).await
+    }
+
+    /// Up to `limit` segments, oldest first, after `after` (its first
+    /// capture time and file): what retention pages through.
+    pub async fn oldest_segments(&self, after: Option<(i64, String)>, limit: usize) -> Result<Vec<SegmentInfo>, Error> {
+        self.run(move |conn| async move { read::oldest_segments(&conn, after, limit).await }).await
+    }
+
+    /// The newest segment of `camera` written by `writer`.
+    pub async fn newest_segment_of(&self, camera: &str, writer: &str) -> Result<Option<String>, Error> {
+        let (camera, writer) = (camera.to_string(), writer.to_string());
+        self.run(move |conn| async move { read::newest_segment_of(&conn, &camera, &writer).await }).await
     }
 
     /// Forgets a segment and its frames (the file is removed afterwards).
     pub async fn delete_segment(&self, file: &str) -> Result<(), Error> {
-        let tx = self.conn.transaction().await.map_err(|e| Error::index("begin", e))?;
-        tx.execute("DELETE FROM frame WHERE file = ?1", params![file])
-            .await
-            .map_err(|e| Error::index("delete frames", e))?;
-        tx.execute("DELETE FROM segment WHERE file = ?1", params![file])
-            .await
-            .map_err(|e| Error::index("delete segment", e))?;
-        tx.commit().await.map_err(|e| Error::index("commit", e))
+        let file = file.to_string();
+        self.run(move |conn| async move { write::delete_segment(&conn, &file).await }).await
     }
 
     /// The highest archived seq of each camera.
     pub async fn last_seqs(&self) -> Result<HashMap<String, u64>, Error> {
-        let mut rows = self
-            .conn
-            .query("SELECT camera, MAX(seq) FROM frame GROUP BY camera", ())
-            .await
-            .map_err(|e| Error::index("read seqs", e))?;
-        let mut out = HashMap::new();
-        while let Some(r) = rows.next().await.map_err(|e| Error::index("read seqs", e))? {
-            out.insert(text(&r, 0)?, int(&r, 1)? as u64);
-        }
-        Ok(out)
+        Ok(self.cameras().await?.into_iter().map(|c| (c.camera, c.last_seq)).collect())
+    }
+
+    /// Every camera with frames: codec, first and last capture time, frame
+    /// and byte counts. One row per camera.
+    pub async fn cameras(&self) -> Result<Vec<CameraSummary>, Error> {
+        self.run(|conn| async move { read::cameras(&conn).await }).await
     }
 
     pub async fn contains(&self, camera: &str, seq: u64) -> Result<bool, Error> {
-        let mut rows = self
-            .conn
-            .query("SELECT 1 FROM frame WHERE camera = ?1 AND seq = ?2", params![camera, seq as i64])
-            .await
-            .map_err(|e| Error::index("look up frame", e))?;
-        Ok(rows.next().await.map_err(|e| Error::index("look up frame", e))?.is_some())
+        let camera = camera.to_string();
+        self.run(move |conn| async move { read::contains(&conn, &camera, seq).await }).await
     }
 
-    /// Every frame of `camera` (all cameras if `None`), in seq order.
+    /// Every frame of `camera` (all cameras if `None`), in seq order. For
+    /// tests and small archives: `frames_by_seq` pages through long ones.
     pub async fn frames(&self, camera: Option<&str>) -> Result<Vec<FrameRow>, Error> {
-        let sql = "SELECT camera, seq, file, offset, len, capture_us, pts_90k, key, discontinuity, codec, crc
-                   FROM frame WHERE ?1 IS NULL OR camera = ?1 ORDER BY camera, seq";
-        self.read_frames(sql, params![camera]).await
+        let mut out = Vec::new();
+        for c in self.cameras().await? {
+            if camera.is_none_or(|want| want == c.camera) {
+                out.extend(self.frames_by_seq(&c.camera, 0, u64::MAX, usize::MAX).await?);
+            }
+        }
+        Ok(out)
     }
 
     /// Frames of `camera` captured in [from_us, to_us], starting at the last
     /// key frame at or before `from_us`, in seq order.
     pub async fn frames_between(&self, camera: &str, from_us: i64, to_us: i64) -> Result<Vec<FrameRow>, Error> {
-        let sql = "SELECT camera, seq, file, offset, len, capture_us, pts_90k, key, discontinuity, codec, crc
-                   FROM frame WHERE camera = ?1 AND capture_us <= ?3 AND capture_us >= coalesce(
-                     (SELECT max(capture_us) FROM frame WHERE camera = ?1 AND key = 1 AND capture_us <= ?2), ?2)
-                   ORDER BY seq";
-        self.read_frames(sql, params![camera, from_us, to_us]).await
-    }
-
-    /// Every camera with frames: codec, first and last capture time, frame
-    /// count. Cameras are found by seeking the time index from one to the
-    /// next, and times by its ends; only the count reads a camera's entries.
-    pub async fn cameras(&self) -> Result<Vec<CameraSummary>, Error> {
-        let sql = "WITH RECURSIVE cams(camera) AS (
-                     SELECT min(camera) FROM frame
-                     UNION ALL SELECT (SELECT min(camera) FROM frame WHERE camera > cams.camera)
-                     FROM cams WHERE camera IS NOT NULL)
-                   SELECT camera,
-                     (SELECT min(capture_us) FROM frame f WHERE f.camera = cams.camera),
-                     (SELECT max(capture_us) FROM frame f WHERE f.camera = cams.camera),
-                     (SELECT count(*) FROM frame f WHERE f.camera = cams.camera),
-                     (SELECT codec FROM frame f WHERE f.camera = cams.camera ORDER BY seq DESC LIMIT 1)
-                   FROM cams WHERE camera IS NOT NULL";
-        let e = |err| Error::index("read cameras", err);
-        let mut rows = self.conn.query(sql, ()).await.map_err(e)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().await.map_err(e)? {
-            out.push(CameraSummary {
-                camera: text(&r, 0)?,
-                first_us: int(&r, 1)?,
-                last_us: int(&r, 2)?,
-                frames: int(&r, 3)? as u64,
-                codec: text(&r, 4)?,
-            });
-        }
-        Ok(out)
+        let camera = camera.to_string();
+        self.run(move |conn| async move { read::frames_between(&conn, &camera, from_us, to_us).await }).await
     }
 
     /// The stretches of `camera` recorded in [from_us, to_us] as (first,
-    /// last) capture times: consecutive frames at most `max_gap_us` apart.
-    /// One pass over the time index, keeping only the edges: 0.2 s for
-    /// 500 000 frames, where LAG/LEAD in SQLite took 1.0 to 1.3 s.
+    /// last) capture times: recordings at most `max_gap_us` apart merge (a
+    /// recording never spans a gap of more than `playback::GAP_US`).
     pub async fn recorded_ranges(
         &self,
         camera: &str,
@@ -345,19 +313,9 @@ impl Index {
         to_us: i64,
         max_gap_us: i64,
     ) -> Result<Vec<(i64, i64)>, Error> {
-        let sql = "SELECT capture_us FROM frame WHERE camera = ?1 AND capture_us BETWEEN ?2 AND ?3
-                   ORDER BY capture_us";
-        let e = |err| Error::index("read recorded ranges", err);
-        let mut rows = self.conn.query(sql, params![camera, from_us, to_us]).await.map_err(e)?;
-        let mut out: Vec<(i64, i64)> = Vec::new();
-        while let Some(r) = rows.next().await.map_err(e)? {
-            let at = int(&r, 0)?;
-            match out.last_mut() {
-                Some((_, last)) if at.saturating_sub(*last) <= max_gap_us => *last = at,
-                _ => out.push((at, at)),
-            }
-        }
-        Ok(out)
+        let camera = camera.to_string();
+        self.run(move |conn| async move { read::recorded_ranges(&conn, &camera, from_us, to_us, max_gap_us).await })
+            .await
     }
 
     /// The seqs of `camera` to play [from_us, to_us] from: the first frame
@@ -366,35 +324,8 @@ impl Index {
     /// decoder needs its GOP); up to the last frame at or before `to_us`.
     /// `None` if no frame was captured in the range.
     pub async fn seq_span(&self, camera: &str, from_us: i64, to_us: i64) -> Result<Option<(u64, u64)>, Error> {
-        let after = "SELECT seq, key, capture_us FROM frame WHERE camera = ?1 AND capture_us >= ?2
-                     ORDER BY capture_us LIMIT 1";
-        let Some((first, key, at)) = self.one(after, params![camera, from_us]).await? else {
-            return Ok(None);
-        };
-        if at > to_us {
-            return Ok(None);
-        }
-        let mut start = first;
-        if key == 0 {
-            let key_before = "SELECT seq, key, capture_us FROM frame WHERE camera = ?1 AND key = 1 AND capture_us <= ?2
-                              ORDER BY capture_us DESC LIMIT 1";
-            if let Some((seq, ..)) = self.one(key_before, params![camera, from_us]).await? {
-                start = seq;
-            }
-        }
-        let last = "SELECT seq, key, capture_us FROM frame WHERE camera = ?1 AND capture_us <= ?2
-                    ORDER BY capture_us DESC LIMIT 1";
-        let end = self.one(last, params![camera, to_us]).await?.map_or(first, |(seq, ..)| seq);
-        Ok(Some((start as u64, end.max(first) as u64)))
-    }
-
-    async fn one(&self, sql: &str, params: impl libsql::params::IntoParams) -> Result<Option<(i64, i64, i64)>, Error> {
-        let e = |err| Error::index("look up frame", err);
-        let mut rows = self.conn.query(sql, params).await.map_err(e)?;
-        match rows.next().await.map_err(e)? {
-            Some(r) => Ok(Some((int(&r, 0)?, int(&r, 1)?, int(&r, 2)?))),
-            None => Ok(None),
-        }
+        let camera = camera.to_string();
+        self.run(move |conn| async move { read::seq_span(&conn, &camera, from_us, to_us).await }).await
     }
 
     /// Up to `limit` frames of `camera` with seq in [from_seq, to_seq], in
@@ -406,38 +337,89 @@ impl Index {
         to_seq: u64,
         limit: usize,
     ) -> Result<Vec<FrameRow>, Error> {
-        let sql = "SELECT camera, seq, file, offset, len, capture_us, pts_90k, key, discontinuity, codec, crc
-                   FROM frame WHERE camera = ?1 AND seq BETWEEN ?2 AND ?3 ORDER BY seq LIMIT ?4";
-        let (from, to) = (from_seq.min(i64::MAX as u64) as i64, to_seq.min(i64::MAX as u64) as i64);
-        self.read_frames(sql, params![camera, from, to, limit.min(i64::MAX as usize) as i64]).await
+        let camera = camera.to_string();
+        self.run(move |conn| async move { read::frames_by_seq(&conn, &camera, from_seq, to_seq, limit).await }).await
     }
 
-    async fn read_frames(&self, sql: &str, params: impl libsql::params::IntoParams) -> Result<Vec<FrameRow>, Error> {
-        let mut rows = self.conn.query(sql, params).await.map_err(|e| Error::index("read frames", e))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().await.map_err(|e| Error::index("read frames", e))? {
-            out.push(FrameRow {
-                camera: text(&r, 0)?,
-                seq: int(&r, 1)? as u64,
-                file: text(&r, 2)?,
-                offset: int(&r, 3)? as u64,
-                len: int(&r, 4)? as u64,
-                capture_us: int(&r, 5)?,
-                pts_90k: int(&r, 6)?,
-                key: int(&r, 7)? != 0,
-                discontinuity: int(&r, 8)? != 0,
-                codec: text(&r, 9)?,
-                crc: int(&r, 10)? as u32,
-            });
-        }
-        Ok(out)
+    /// Up to `limit` recordings of `camera` with a first seq above
+    /// `after`, in seq order: what `vigil check` streams through.
+    pub async fn recordings(&self, camera: &str, after: Option<u64>, limit: usize) -> Result<Vec<Recording>, Error> {
+        let camera = camera.to_string();
+        self.run(move |conn| async move { read::recordings(&conn, &camera, after, limit).await }).await
+    }
+
+    /// Cameras and segments as of one moment (one read transaction): what
+    /// `vigil check` audits against, while archivers go on writing.
+    pub async fn snapshot(&self) -> Result<(Vec<CameraSummary>, Vec<SegmentInfo>), Error> {
+        self.run(|conn| async move {
+            let tx = conn.transaction().await.map_err(|e| Error::index("begin", e))?;
+            let cameras = read::cameras(&tx).await?;
+            let segments = read::segment_infos(&tx).await?;
+            tx.commit().await.map_err(|e| Error::index("end", e))?;
+            Ok((cameras, segments))
+        })
+        .await
+    }
+
+    /// Bytes the index takes on disk (database and write-ahead log).
+    pub async fn disk_bytes(&self) -> Result<u64, Error> {
+        self.run(|conn| async move {
+            let e = |err| Error::index("size", err);
+            let mut rows = conn
+                .query("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", ())
+                .await
+                .map_err(e)?;
+            let r = rows.next().await.map_err(e)?;
+            Ok(r.map(|r| int(&r, 0)).transpose()?.unwrap_or(0) as u64)
+        })
+        .await
     }
 }
 
-fn int(r: &libsql::Row, i: i32) -> Result<i64, Error> {
+/// A thread with a runtime of its own for SQLite; it ends when the sender
+/// returned with it is dropped.
+fn index_thread() -> Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>), Error> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("archive-index".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = handle_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = handle_tx.send(Ok(rt.handle().clone()));
+            rt.block_on(async {
+                let _ = stop_rx.await;
+            });
+        })
+        .map_err(|e| Error::Other(format!("cannot start the archive index thread: {e}")))?;
+    let handle = handle_rx
+        .recv()
+        .map_err(|_| Error::Other("the archive index thread did not start".into()))?
+        .map_err(|e| Error::Other(format!("cannot start the archive index runtime: {e}")))?;
+    Ok((handle, stop_tx))
+}
+
+fn thread_gone(e: tokio::task::JoinError) -> Error {
+    Error::Other(format!("archive index: {e}"))
+}
+
+pub(crate) fn int(r: &libsql::Row, i: i32) -> Result<i64, Error> {
     r.get::<i64>(i).map_err(|e| Error::index("read column", e))
 }
 
-fn text(r: &libsql::Row, i: i32) -> Result<String, Error> {
+pub(crate) fn text(r: &libsql::Row, i: i32) -> Result<String, Error> {
     r.get::<String>(i).map_err(|e| Error::index("read column", e))
+}
+
+/// A blob column; any other type is an error (a damaged index), not a panic.
+pub(crate) fn blob(r: &libsql::Row, i: i32) -> Result<Vec<u8>, Error> {
+    match r.get_value(i).map_err(|e| Error::index("read column", e))? {
+        libsql::Value::Blob(b) => Ok(b),
+        other => Err(Error::Other(format!("archive index: a sample table is not a blob ({other:?})"))),
+    }
 }

@@ -38,44 +38,64 @@ pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-/// Which segments `policy` removes, oldest first (pure: tested by table).
+/// How much is archived: what the byte limits are checked against.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Totals {
+    pub per_camera: HashMap<String, u64>,
+    pub free: u64,
+}
+
+impl Totals {
+    fn total(&self) -> u64 {
+        self.per_camera.values().sum()
+    }
+}
+
+/// Which of `oldest` (a page of the oldest segments, oldest first) `policy`
+/// removes, updating `totals` as if they were gone; and whether a limit is
+/// still exceeded after the page (then the next page is planned too).
+/// Pure: tested by table.
 pub fn plan(
     policy: &Retention,
-    segments: &[SegmentInfo],
+    oldest: &[SegmentInfo],
     open: &HashSet<String>,
+    totals: &mut Totals,
     now_us: i64,
-    free: u64,
-) -> Vec<String> {
-    let mut order: Vec<&SegmentInfo> = segments.iter().collect();
+) -> (Vec<String>, bool) {
+    let mut order: Vec<&SegmentInfo> = oldest.iter().collect();
     order.sort_by_key(|s| s.first_us);
-    let mut per_camera: HashMap<&str, u64> = HashMap::new();
-    for s in &order {
-        *per_camera.entry(s.camera.as_str()).or_default() += s.bytes;
-    }
-    let mut total: u64 = per_camera.values().sum();
-    let mut free = free;
     let mut out = Vec::new();
+    let mut total = totals.total();
     for s in order {
-        if open.contains(&s.file) {
-            continue;
-        }
-        let cam = per_camera.get(s.camera.as_str()).copied().unwrap_or(0);
+        let cam = totals.per_camera.get(s.camera.as_str()).copied().unwrap_or(0);
         let too_old = policy.max_age_us.is_some_and(|a| s.last_us < now_us.saturating_sub(a));
         let camera_over = policy.camera_max_bytes.is_some_and(|m| cam > m);
         let total_over = policy.max_bytes.is_some_and(|m| total > m);
-        let low_space = policy.min_free_bytes.is_some_and(|m| free < m);
-        if too_old || camera_over || total_over || low_space {
-            out.push(s.file.clone());
-            *per_camera.entry(s.camera.as_str()).or_default() -= s.bytes;
-            total -= s.bytes;
-            free += s.bytes;
+        let low_space = policy.min_free_bytes.is_some_and(|m| totals.free < m);
+        if !(too_old || camera_over || total_over || low_space) {
+            continue;
         }
+        if open.contains(&s.file) {
+            continue;
+        }
+        out.push(s.file.clone());
+        *totals.per_camera.entry(s.camera.clone()).or_default() -= s.bytes.min(cam);
+        total = total.saturating_sub(s.bytes);
+        totals.free += s.bytes;
     }
-    out
+    let over = policy.max_bytes.is_some_and(|m| total > m)
+        || policy.camera_max_bytes.is_some_and(|m| totals.per_camera.values().any(|&c| c > m))
+        || policy.min_free_bytes.is_some_and(|m| totals.free < m);
+    // The page's newest segment too old: older ones may follow it.
+    let newest_too_old = oldest
+        .iter()
+        .max_by_key(|s| s.first_us)
+        .is_some_and(|s| policy.max_age_us.is_some_and(|a| s.last_us < now_us.saturating_sub(a)));
+    (out, over || newest_too_old)
 }
 
-/// The segments live writers may still append to: each one's newest per
-/// camera (pure).
+/// The segments each live writer may still append to: its newest of each
+/// camera. (Used by the tests; `enforce` asks the index per candidate.)
 pub fn open_segments(segments: &[SegmentInfo], live: &HashSet<String>) -> HashSet<String> {
     let mut newest: HashMap<(&str, &str), &str> = HashMap::new();
     for s in segments {
@@ -89,7 +109,12 @@ pub fn open_segments(segments: &[SegmentInfo], live: &HashSet<String>) -> HashSe
     newest.into_values().map(str::to_string).collect()
 }
 
-/// Applies `policy` now. Safe beside other archivers sharing the dir: a
+/// Segments planned a page at a time.
+const PAGE: usize = 256;
+
+/// Applies `policy` now, reading only as many of the oldest segments as it
+/// removes (and one page more): the pass costs the same for a day of
+/// video as for a year. Safe beside other archivers sharing the dir: a
 /// segment they already removed is skipped.
 pub async fn enforce(dir: &Path, index: &Index, policy: &Retention, now_us: i64) -> Result<Deleted, Error> {
     if *policy == Retention::default() {
@@ -97,21 +122,41 @@ pub async fn enforce(dir: &Path, index: &Index, policy: &Retention, now_us: i64)
     }
     let io = |e| Error::Io { path: dir.to_path_buf(), source: e };
     let live = live_writers(dir).map_err(io)?;
-    let segments = index.segment_infos().await?;
-    let free = free_bytes(dir).map_err(io)?;
-    let open = open_segments(&segments, &live);
+    let mut totals = Totals {
+        per_camera: index.cameras().await?.into_iter().map(|c| (c.camera, c.bytes)).collect(),
+        free: free_bytes(dir).map_err(io)?,
+    };
     let mut d = Deleted::default();
-    for file in plan(policy, &segments, &open, now_us, free) {
-        let bytes = segments.iter().find(|s| s.file == file).map_or(0, |s| s.bytes);
-        index.delete_segment(&file).await?;
-        let path = dir.join(&file);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(Error::Io { path, source: e });
+    let mut after = None;
+    loop {
+        let page = index.oldest_segments(after.clone(), PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.first_us, last.file.clone()));
+        // Open: a live writer's newest segment of its camera.
+        let mut open = HashSet::new();
+        for s in &page {
+            if let Some(w) = writer_of(&s.file).filter(|w| live.contains(*w))
+                && index.newest_segment_of(&s.camera, w).await?.as_deref() == Some(s.file.as_str())
+            {
+                open.insert(s.file.clone());
+            }
         }
-        d.segments += 1;
-        d.bytes += bytes;
+        let (remove, more) = plan(policy, &page, &open, &mut totals, now_us);
+        for file in remove {
+            let bytes = page.iter().find(|s| s.file == file).map_or(0, |s| s.bytes);
+            index.delete_segment(&file).await?;
+            let path = dir.join(&file);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(Error::Io { path, source: e });
+            }
+            d.segments += 1;
+            d.bytes += bytes;
+        }
+        if !more || page.len() < PAGE {
+            break;
+        }
     }
     if d.segments > 0 {
         tracing::info!(segments = d.segments, bytes = d.bytes, "retention removed the oldest recordings");
@@ -153,7 +198,8 @@ mod tests {
             (r(Some(0), None, None, None), 1000, vec!["a1", "b1", "a2", "b2"]),
         ];
         for (i, (policy, free, want)) in cases.into_iter().enumerate() {
-            assert_eq!(plan(&policy, &segs, &open, 30, free), want, "case {i}");
+            let mut totals = Totals { per_camera: [("a".into(), 300), ("b".into(), 200)].into(), free };
+            assert_eq!(plan(&policy, &segs, &open, &mut totals, 30).0, want, "case {i}");
         }
     }
 

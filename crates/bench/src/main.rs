@@ -5,6 +5,8 @@
 
 mod archive_path;
 mod detection;
+mod index;
+mod index_v1;
 mod ingest_path;
 mod live;
 
@@ -34,6 +36,9 @@ enum Bench {
     /// The archive beside a bare consume loop and the disk's sequential
     /// write speed; CPU per 1080p30 4 Mbit/s camera.
     Archive(archive_path::ArchiveBenchArgs),
+    /// The archive index at the scale of months (30 days × 16 cameras ×
+    /// 30 fps) beside the previous row-per-frame design.
+    Index(index::IndexBenchArgs),
     /// Glass-to-glass live latency in headless chromium (p50/p95/p99), and
     /// how many WebSocket viewers one server holds, with its CPU.
     Live(live::LiveBenchArgs),
@@ -75,6 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.which {
         Bench::Ingest(a) => ingest_path::ingest(settings()?, a).await,
         Bench::Archive(a) => archive_path::archive(settings()?, a).await,
+        Bench::Index(a) => index::index(a).await,
         Bench::Live(a) => live::live(settings()?, a).await,
         Bench::Viewers(a) => live::viewers(a).await,
         Bench::Detect(a) => detection::detect(settings()?, a),

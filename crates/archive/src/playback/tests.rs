@@ -160,7 +160,7 @@ async fn plays_back_what_was_archived() {
         w.add(&frame("m", Codec::Mjpeg, seq, BASE + seq as i64 * 100_000, true, vec![0xff, 0xd8, 0xff, 0xd9]));
     }
     w.add(&frame("nokey", Codec::H264, 0, BASE, false, vec![0, 0, 0, 1, 0x41, 1]));
-    index.commit(&w.take().write().unwrap()).await.unwrap();
+    index.commit(w.take().write().unwrap()).await.unwrap();
     let raw_path = d.join("raw.h264");
     std::fs::write(&raw_path, &raw).unwrap();
     assert_eq!(keys.first(), Some(&BASE));
