@@ -2,7 +2,10 @@
 //! range, frames present, missing seqs (a gap not explained by a
 //! `discontinuity` frame, i.e. not an ingest restart), duplicates, index
 //! entries whose bytes are missing or corrupt, bytes no index entry names,
-//! and a checksum per segment.
+//! and a checksum per segment. A restart's gap is split, where ingest said
+//! so (`frames-lost` events, passed in as `Lost`), into frames lost before
+//! the broker (accepted from the camera, never acknowledged) and seqs that
+//! were never used ("not recorded").
 //!
 //! It streams: recordings are read a page at a time and each one's bytes
 //! once, so memory stays bounded for any archive. It may run beside live
@@ -31,6 +34,9 @@ pub struct CameraReport {
     pub missing_ranges: Vec<(u64, u64)>,
     /// Seqs skipped by an ingest restart (frames never recorded).
     pub not_recorded: u64,
+    /// Frames in a restart's gap that ingest accepted from the camera and
+    /// the broker never acknowledged (ingest died with them buffered).
+    pub lost_before_broker: u64,
     pub duplicates: u64,
     /// Index entries whose bytes are missing or fail their CRC.
     pub without_data: u64,
@@ -55,7 +61,11 @@ impl CameraReport {
 /// Recordings read from the index at a time.
 const PAGE: usize = 64;
 
-pub async fn check(dir: &Path, index: &Index, camera: Option<&str>) -> Result<Vec<CameraReport>, Error> {
+/// Per camera, the seq ranges (inclusive) ingest reported lost before the
+/// broker.
+pub type Lost = BTreeMap<String, Vec<(u64, u64)>>;
+
+pub async fn check(dir: &Path, index: &Index, camera: Option<&str>, lost: &Lost) -> Result<Vec<CameraReport>, Error> {
     let (cameras, segments) = index.snapshot().await?;
     let live = live_writers(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
     let mut out = Vec::new();
@@ -63,6 +73,7 @@ pub async fn check(dir: &Path, index: &Index, camera: Option<&str>) -> Result<Ve
         let committed: BTreeMap<String, u64> =
             segments.iter().filter(|s| s.camera == cam.camera).map(|s| (s.file.clone(), s.bytes)).collect();
         let mut audit = Audit::new(dir, &cam.camera, committed, live.clone());
+        audit.lost = lost.get(&cam.camera).cloned().unwrap_or_default();
         let mut after = None;
         loop {
             let page = index.recordings(&cam.camera, after, PAGE).await?;
@@ -98,6 +109,7 @@ struct Audit {
     live: HashSet<String>,
     files: BTreeMap<String, FileAudit>,
     prev: Option<u64>,
+    lost: Vec<(u64, u64)>,
 }
 
 #[derive(Default)]
@@ -116,6 +128,7 @@ impl Audit {
             live,
             files: BTreeMap::new(),
             prev: None,
+            lost: Vec::new(),
         }
     }
 
@@ -146,7 +159,11 @@ impl Audit {
             Some(p) if f.seq > p + 1 => {
                 let n = f.seq - p - 1;
                 if f.discontinuity {
-                    rep.not_recorded += n;
+                    // Only a restart's gap: a gap without one stays
+                    // "missing" whatever ingest said.
+                    let lost = covered(&self.lost, p + 1, f.seq - 1);
+                    rep.lost_before_broker += lost;
+                    rep.not_recorded += n - lost;
                 } else {
                     rep.missing += n;
                     rep.missing_ranges.push((p + 1, f.seq - 1));
@@ -220,6 +237,22 @@ impl Audit {
     }
 }
 
+/// How many seqs of `first..=last` the ranges cover (overlaps once).
+fn covered(ranges: &[(u64, u64)], first: u64, last: u64) -> u64 {
+    let mut r: Vec<(u64, u64)> =
+        ranges.iter().map(|&(a, b)| (a.max(first), b.min(last))).filter(|(a, b)| a <= b).collect();
+    r.sort_unstable();
+    let (mut n, mut end) = (0, None::<u64>);
+    for (a, b) in r {
+        let a = end.map_or(a, |e| a.max(e + 1));
+        if a <= b {
+            n += b - a + 1;
+        }
+        end = Some(end.map_or(b, |e| e.max(b)));
+    }
+    n
+}
+
 /// `len` bytes of `path` from `offset`; `None` when the file is shorter
 /// (or gone: retention may have removed it since the snapshot).
 fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Option<Vec<u8>>> {
@@ -235,4 +268,15 @@ fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Option<Vec<
     f.seek(SeekFrom::Start(offset))?;
     f.read_exact(&mut buf)?;
     Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lost_ranges_count_each_seq_once_within_the_gap() {
+        assert_eq!(super::covered(&[], 5, 9), 0);
+        assert_eq!(super::covered(&[(0, 6)], 5, 9), 2);
+        assert_eq!(super::covered(&[(6, 7), (7, 20), (1, 2)], 5, 9), 4);
+        assert_eq!(super::covered(&[(10, 12)], 5, 9), 0);
+    }
 }

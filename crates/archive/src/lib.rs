@@ -156,7 +156,7 @@ mod tests {
 
         // A live writer's bytes past the index are a flush in progress:
         // check leaves them out; the unknown file is counted.
-        let before = check::check(&d, &index, None).await.unwrap();
+        let before = check::check(&d, &index, None, &Default::default()).await.unwrap();
         assert_eq!(before[0].without_index_bytes, 4);
         // While the writer lives its bytes past the index are a flush in
         // progress (another archiver may share the dir): left alone.
@@ -166,13 +166,19 @@ mod tests {
         drop(w); // the writer dies
         let r = recover::recover(&d, &index).await.unwrap();
         assert_eq!((r.truncated_files, r.truncated_bytes, r.removed_files), (1, 300, 1));
-        let after = check::check(&d, &index, Some("c")).await.unwrap();
+        let after = check::check(&d, &index, Some("c"), &Default::default()).await.unwrap();
         let c = &after[0];
         assert_eq!(
             (c.frames, c.missing, c.not_recorded, c.duplicates, c.without_data, c.without_index_bytes),
             (6, 1, 2, 0, 0, 0)
         );
         assert_eq!(c.missing_ranges, vec![(7, 7)]);
+        // Ingest said 3 and 7 never reached the broker: 3 is in a restart's
+        // gap and counts as lost before the broker; 7 is not (no restart
+        // explains it), so it stays missing.
+        let lost = check::Lost::from([("c".to_string(), vec![(3, 3), (7, 7)])]);
+        let split = &check::check(&d, &index, Some("c"), &lost).await.unwrap()[0];
+        assert_eq!((split.lost_before_broker, split.not_recorded, split.missing), (1, 1, 1));
         // Segments roll at the first key frame past 1000 bytes: 0-2 | 5-8.
         assert_eq!(c.segments.len(), 2);
         assert_eq!(index.offsets("t").await.unwrap()[&0], 42);
@@ -183,7 +189,7 @@ mod tests {
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes[10] ^= 0xff;
         std::fs::write(&seg, bytes).unwrap();
-        let corrupt = check::check(&d, &index, None).await.unwrap();
+        let corrupt = check::check(&d, &index, None, &Default::default()).await.unwrap();
         assert_eq!(corrupt[0].without_data, 1);
         assert!(!corrupt[0].ok());
         let _ = std::fs::remove_dir_all(&d);

@@ -228,7 +228,7 @@ pub(crate) fn publish(
         let camera = format!("cam{c}");
         let seq = ingest::seq::SeqCounter::open(seq_dir, &camera)?;
         let (mut tx, rx) = ingest::buffer::buffer(32 << 20, seq, metrics, &camera, t.name);
-        let publisher = ingest::publish::Publisher::new(producer.clone(), t, &camera, None, metrics);
+        let publisher = ingest::publish::Publisher::new(producer.clone(), t, &camera, None, None, metrics);
         let task = tokio::spawn(publisher.run(rx, Duration::from_secs(30)));
         let per_camera = n / cameras + usize::from(c < n % cameras);
         let feeder = std::thread::spawn(move || {

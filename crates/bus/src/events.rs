@@ -7,7 +7,7 @@ use crate::topics;
 use crate::{Delivery, Error};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-pub use schema::events::{BestFrame, Event, ObjectInfo};
+pub use schema::events::{BestFrame, Event, LostFrames, ObjectInfo};
 
 /// Publishes events with the at-least-once settings; retries until the
 /// broker has them, without blocking the caller. Usable from any thread

@@ -389,5 +389,6 @@ fn object_event(kind: &str, o: &ObjectSummary, model: &str) -> Event {
                 bbox: [b.x1, b.y1, b.x2, b.y2],
             },
         }),
+        lost: None,
     }
 }

@@ -10,6 +10,7 @@ pub mod buffer;
 /// Fuzzing entry points: for the cargo-fuzz targets (feature `fuzz`) and the bounded fuzz tests.
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
+pub mod ledger;
 pub mod publish;
 pub mod seq;
 pub mod source;
@@ -96,14 +97,16 @@ pub async fn run(
         for (stream, spec, topic, producer) in std::iter::once(main).chain(sub) {
             let seq = seq::SeqCounter::open(&seq_dir, &format!("{}.{}", cam.id, stream.name()))
                 .map_err(|source| Error::Seq { camera: cam.id.clone(), source })?;
+            report_unacknowledged(&cam.id, stream, seq.unacknowledged(), ctx.events.as_ref());
             streams.push((cam, stream, spec, topic, producer, seq));
         }
     }
     let mut threads = Vec::new();
     let mut tasks = Vec::new();
     for (cam, stream, spec, topic, producer, seq) in streams {
+        let ledger = seq.ledger();
         let (tx, rx) = buffer::buffer(cfg.buffer_bytes, seq, &metrics, &cam.id, topic.name);
-        let publisher = Publisher::new(producer.clone(), topic, &cam.id, ack_log.clone(), &metrics);
+        let publisher = Publisher::new(producer.clone(), topic, &cam.id, ack_log.clone(), Some(ledger), &metrics);
         tasks.push(tokio::spawn(publisher.run(rx, cfg.drain)));
         let (spec, id, ctx) = (spec.clone(), cam.id.clone(), ctx.clone());
         threads.push(
@@ -124,4 +127,30 @@ pub async fn run(
     }
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+/// Frames the last run accepted from a camera that never reached the
+/// broker: said in the log and as a `frames-lost` event, which `vigil
+/// check` reads to tell them from frames that were never recorded.
+fn report_unacknowledged(
+    camera: &str,
+    stream: Stream,
+    seqs: std::ops::Range<u64>,
+    events: Option<&bus::events::Events>,
+) {
+    if seqs.is_empty() {
+        return;
+    }
+    let (first, last) = (seqs.start, seqs.end - 1);
+    let detail = format!(
+        "{} frames (seq {first}..={last}) that the camera delivered were never acknowledged by the broker: \
+         the last ingest of this stream stopped with them buffered",
+        seqs.end - seqs.start
+    );
+    tracing::warn!(camera, stream = stream.name(), "{detail}");
+    if let Some(e) = events {
+        let mut ev = bus::events::Event::new("frames-lost", Some(camera), &format!("ingest:{}", stream.name()), detail);
+        ev.lost = Some(bus::events::LostFrames { stream: stream.name().into(), first_seq: first, last_seq: last });
+        e.publish(ev);
+    }
 }

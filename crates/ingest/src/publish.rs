@@ -9,6 +9,7 @@
 //!   drops the frame. Live video wants the newest frame, not an old one.
 
 use crate::buffer::BufferReceiver;
+use crate::ledger::{AckRun, Ledger};
 use bus::metrics::{Counter, Metrics};
 use bus::{Delivery, KafkaConfig, TopicSpec};
 use futures::StreamExt;
@@ -108,14 +109,18 @@ pub struct Publisher {
     retries: Counter,
     dropped: Counter,
     pending_acks: String,
+    ledger: Option<Ledger>,
+    run: AckRun,
 }
 
 impl Publisher {
+    /// `ledger` learns which frames the broker acknowledged.
     pub fn new(
         producer: SharedProducer,
         topic: &TopicSpec,
         camera: &str,
         ack_log: Option<AckLog>,
+        ledger: Option<Ledger>,
         metrics: &Metrics,
     ) -> Self {
         let labels = [("camera", camera), ("topic", topic.name)];
@@ -143,6 +148,16 @@ impl Publisher {
                 &[("camera", camera), ("topic", topic.name), ("reason", "delivery-failed")],
             ),
             pending_acks: String::new(),
+            ledger,
+            run: AckRun::default(),
+        }
+    }
+
+    /// `seq` needs nothing more from this publisher: acknowledged, or
+    /// given up (an at-most-once drop, a frame that cannot be split).
+    fn done(&mut self, seq: u64) {
+        if let (Some(end), Some(l)) = (self.run.done(seq), &self.ledger) {
+            l.acked(end);
         }
     }
 
@@ -190,8 +205,9 @@ impl Publisher {
         self.flush_acks();
     }
 
-    fn records(&self, frame: Frame) -> Vec<Outgoing> {
+    fn records(&mut self, frame: Frame) -> Vec<Outgoing> {
         let frame_len = frame.payload.len();
+        self.run.sent(frame.meta.seq);
         match media::split(&frame, self.max_message_bytes) {
             Ok(recs) => {
                 let meta = Arc::new(frame.meta);
@@ -204,6 +220,7 @@ impl Publisher {
             Err(e) => {
                 tracing::error!(camera = %frame.meta.camera, seq = frame.meta.seq, error = %e, "cannot split frame");
                 self.errors.inc();
+                self.done(frame.meta.seq);
                 vec![]
             }
         }
@@ -234,6 +251,7 @@ impl Publisher {
             if self.delivery == Delivery::AtMostOnce {
                 if out.last_chunk {
                     self.dropped.inc();
+                    self.done(out.meta.seq);
                 }
                 return;
             }
@@ -265,6 +283,7 @@ impl Publisher {
         match res {
             Ok((partition, offset)) => {
                 if out.last_chunk {
+                    self.done(out.meta.seq);
                     self.acked.inc();
                     self.acked_bytes.add(out.frame_len as u64);
                     if self.ack_log.is_some() {
@@ -285,6 +304,7 @@ impl Publisher {
                 if self.delivery == Delivery::AtMostOnce {
                     if out.last_chunk {
                         self.dropped.inc();
+                        self.done(out.meta.seq);
                     }
                     return;
                 }
@@ -335,7 +355,7 @@ mod tests {
                     }
                 }
                 let topic = bus::topics::plan().into_iter().find(|t| t.name == bus::topics::FRAMES).unwrap();
-                let mut p = Publisher::new(shared, &topic, "cam", None, &Metrics::default());
+                let mut p = Publisher::new(shared, &topic, "cam", None, None, &Metrics::default());
                 let meta = Arc::new(FrameMeta {
                     camera: "cam".into(),
                     stream: media::Stream::Main,

@@ -13,8 +13,10 @@
 //! ingest processes with the same camera would interleave two sequences of
 //! one camera; the second is refused instead.
 
+use crate::ledger::Ledger;
 use std::fs::{self, File};
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 const BLOCK: u64 = 1024;
@@ -23,6 +25,8 @@ pub struct SeqCounter {
     path: PathBuf,
     next: u64,
     reserved_until: u64,
+    ledger: Ledger,
+    unacknowledged: Range<u64>,
     _lock: File,
 }
 
@@ -63,7 +67,19 @@ impl SeqCounter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
         };
-        Ok(SeqCounter { path, next, reserved_until: next, _lock: lock })
+        let (ledger, unacknowledged) = Ledger::open(&sibling(&path, ".ledger"), next)?;
+        Ok(SeqCounter { path, next, reserved_until: next, ledger, unacknowledged, _lock: lock })
+    }
+
+    /// The seqs the previous run assigned that the broker never
+    /// acknowledged (see `ledger`); empty after a clean run.
+    pub fn unacknowledged(&self) -> Range<u64> {
+        self.unacknowledged.clone()
+    }
+
+    /// Where the publisher records acknowledgements.
+    pub fn ledger(&self) -> Ledger {
+        self.ledger.clone()
     }
 
     /// The next number; reserves a new block when the current one is used up.
@@ -73,6 +89,7 @@ impl SeqCounter {
         }
         let s = self.next;
         self.next += 1;
+        self.ledger.assigned(self.next);
         Ok(s)
     }
 

@@ -20,6 +20,19 @@ pub struct Event {
     /// For `object-appeared` / `object-left`: the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<ObjectInfo>,
+    /// For `frames-lost`: which frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<LostFrames>,
+}
+
+/// Frames ingest accepted from a camera (they have seqs) that the broker
+/// never acknowledged: ingest stopped or was killed with them buffered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LostFrames {
+    /// `main` or `sub`.
+    pub stream: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
 }
 
 /// A tracked object, as `object-appeared` and `object-left` events carry it.
@@ -56,6 +69,7 @@ impl Event {
             source: source.into(),
             detail: detail.into(),
             object: None,
+            lost: None,
         }
     }
 }

@@ -12,16 +12,56 @@ async fn open(s: &Settings) -> Result<archive::index::Index> {
     Ok(archive::open_index(dir).await?)
 }
 
+/// The frames ingest reported lost before the broker (`frames-lost`
+/// events of main streams), when a broker is given or this data dir's
+/// embedded broker is known; without one those frames count as not
+/// recorded, and a note says so.
+async fn lost_before_broker(s: &Settings) -> archive::check::Lost {
+    let mut lost = archive::check::Lost::new();
+    let brokers = s.brokers.clone().or_else(|| broker::discover(&s.data_dir));
+    let Some(brokers) = brokers else {
+        eprintln!("note: no broker known (--brokers): frames lost before the broker count as not recorded");
+        return lost;
+    };
+    let mut k = s.kafka.clone();
+    k.brokers = brokers.clone();
+    let partitions = s.plan.iter().find(|t| t.name == bus::topics::EVENTS).map_or(1, |t| t.partitions);
+    let read = move || bus::events::read_all(&k, partitions, std::time::Duration::from_secs(5));
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(events)) => {
+            for e in events {
+                if let (Some(cam), Some(l)) = (e.camera, e.lost.filter(|l| l.stream == "main")) {
+                    lost.entry(cam).or_default().push((l.first_seq, l.last_seq));
+                }
+            }
+        }
+        Ok(Err(e)) => eprintln!(
+            "note: cannot read vigil.events from {brokers} ({e}): frames lost before the broker count as not recorded"
+        ),
+        Err(e) => eprintln!("note: reading vigil.events failed ({e})"),
+    }
+    lost
+}
+
 pub async fn run(s: &Settings, camera: Option<&str>, json: bool) -> Result<()> {
     let cfg = &s.archive;
     let index = open(s).await?;
-    let report = archive::check::check(&cfg.dir, &index, camera).await?;
+    let lost = lost_before_broker(s).await;
+    let report = archive::check::check(&cfg.dir, &index, camera, &lost).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{:<16} {:>9} {:>21} {:>8} {:>12} {:>10} {:>12} {:>14}",
-            "camera", "frames", "seq range", "missing", "not recorded", "duplicates", "without data", "without index"
+            "{:<16} {:>9} {:>21} {:>8} {:>12} {:>12} {:>10} {:>12} {:>14}",
+            "camera",
+            "frames",
+            "seq range",
+            "missing",
+            "not recorded",
+            "lost<broker",
+            "duplicates",
+            "without data",
+            "without index"
         );
         for r in &report {
             let range = match (r.first_seq, r.last_seq) {
@@ -29,12 +69,13 @@ pub async fn run(s: &Settings, camera: Option<&str>, json: bool) -> Result<()> {
                 _ => "-".into(),
             };
             println!(
-                "{:<16} {:>9} {:>21} {:>8} {:>12} {:>10} {:>12} {:>13}B",
+                "{:<16} {:>9} {:>21} {:>8} {:>12} {:>12} {:>10} {:>12} {:>13}B",
                 r.camera,
                 r.frames,
                 range,
                 r.missing,
                 r.not_recorded,
+                r.lost_before_broker,
                 r.duplicates,
                 r.without_data,
                 r.without_index_bytes

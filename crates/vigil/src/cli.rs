@@ -70,6 +70,8 @@ pub enum Command {
     },
     /// Audit the archive: missing and duplicate frames, bytes without index
     /// and index without bytes, a checksum per segment. Exit 1 on any violation.
+    /// With a broker (--brokers, or this data dir's embedded one) a restart's
+    /// gap is split into frames lost before the broker and seqs never used.
     Check {
         /// Only this camera.
         #[arg(long)]

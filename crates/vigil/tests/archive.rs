@@ -58,7 +58,7 @@ async fn archived_ranges_export_to_files_players_accept() {
     arch.await.unwrap().unwrap();
 
     let index = archive::open_index(&acfg.dir).await.unwrap();
-    let report = archive::check::check(&acfg.dir, &index, None).await.unwrap();
+    let report = archive::check::check(&acfg.dir, &index, None, &Default::default()).await.unwrap();
     assert_eq!(report.len(), 2);
     for r in &report {
         assert!(r.ok() && r.frames >= 30 && r.first_seq == Some(0), "{r:?}");

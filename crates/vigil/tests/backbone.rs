@@ -86,7 +86,7 @@ async fn chunked_large_frames_reassemble_byte_exact() {
     for cam in ["x", "y"] {
         let seq = ingest::seq::SeqCounter::open(&dir.join("seq"), cam).unwrap();
         let (mut tx, rx) = ingest::buffer::buffer(64 << 20, seq, &metrics, cam, topic.name);
-        let p = ingest::publish::Publisher::new(producer.clone(), &topic, cam, None, &metrics);
+        let p = ingest::publish::Publisher::new(producer.clone(), &topic, cam, None, None, &metrics);
         tasks.push(tokio::spawn(p.run(rx, Duration::from_secs(20))));
         // Sizes around the chunk boundaries, up to 2.5 MB (26 chunks).
         for (i, len) in [1, 99_000, 100_000, 250_000, 2_500_000, 0, 777_777].into_iter().enumerate() {

@@ -82,7 +82,7 @@ async fn a_full_disk_pauses_the_archive_and_loses_nothing() {
     arch.await.unwrap().unwrap();
 
     let index = archive::open_index(&acfg.dir).await.unwrap();
-    let report = archive::check::check(&acfg.dir, &index, None).await.unwrap();
+    let report = archive::check::check(&acfg.dir, &index, None, &Default::default()).await.unwrap();
     assert!(report.len() == 1 && report[0].ok(), "{report:?}");
     assert_eq!(report[0].frames as f64, acked, "every acknowledged frame archived once");
     let text = metrics.render();
