@@ -4,8 +4,9 @@
 //! entries whose bytes are missing or corrupt, bytes no index entry names,
 //! and a checksum per segment. A restart's gap is split, where ingest said
 //! so (`frames-lost` events, passed in as `Lost`), into frames lost before
-//! the broker (accepted from the camera, never acknowledged) and seqs that
-//! were never used ("not recorded").
+//! the broker (accepted from the camera, never acknowledged), seqs that
+//! were never used ("not recorded"), and seqs before the report's start,
+//! which the broker acknowledged and so are missing.
 //!
 //! It streams: recordings are read a page at a time and each one's bytes
 //! once, so memory stays bounded for any archive. It may run beside live
@@ -160,10 +161,19 @@ impl Audit {
                 let n = f.seq - p - 1;
                 if f.discontinuity {
                     // Only a restart's gap: a gap without one stays
-                    // "missing" whatever ingest said.
-                    let lost = covered(&self.lost, p + 1, f.seq - 1);
+                    // "missing" whatever ingest said. Where ingest's report
+                    // starts inside the gap, the broker had acknowledged
+                    // every seq before it: those must be here.
+                    let (first, last) = (p + 1, f.seq - 1);
+                    let acked_end = self.lost.iter().map(|r| r.0).filter(|a| (first..=last).contains(a)).min();
+                    let missing = acked_end.map_or(0, |end| end - first);
+                    if missing > 0 {
+                        rep.missing += missing;
+                        rep.missing_ranges.push((first, first + missing - 1));
+                    }
+                    let lost = covered(&self.lost, first, last);
                     rep.lost_before_broker += lost;
-                    rep.not_recorded += n - lost;
+                    rep.not_recorded += n - lost - missing;
                 } else {
                     rep.missing += n;
                     rep.missing_ranges.push((p + 1, f.seq - 1));

@@ -271,8 +271,10 @@ async fn measure_v2(index: &Index, path: &Path, shape: &Shape, days: u32, rounds
     anyhow::ensure!(n >= per_day && missing == 0, "checked {n} frames, {missing} missing");
     times.push(t);
     let (check_mb, _) = peak_mb(check).await?;
-    let (t, ()) = time(1, || async {
-        let oldest = index.segment_infos().await?.into_iter().min_by_key(|s| s.first_us).context("no segment")?;
+    // As retention does: the oldest segment from the age index, then its
+    // removal (a different segment each round).
+    let (t, ()) = time(rounds, || async {
+        let oldest = index.oldest_segments(None, 1).await?.into_iter().next().context("no segment")?;
         Ok(index.delete_segment(&oldest.file).await?)
     })
     .await?;

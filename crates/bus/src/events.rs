@@ -49,17 +49,37 @@ impl Events {
             Err((err, _)) => tracing::warn!(kind = %e.kind, error = %err, "event not queued"),
         }
     }
+
+    /// Waits (at most `timeout`, blocking) for queued events to be delivered.
+    pub fn flush(&self, timeout: std::time::Duration) {
+        use rdkafka::producer::Producer;
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(error = %e, "events not delivered before stopping");
+        }
+    }
 }
 
 /// Every event in `vigil.events`, each once (copies dropped by id), in
 /// time order (blocking: call off the runtime).
 pub fn read_all(kafka: &KafkaConfig, partitions: i32, timeout: std::time::Duration) -> Result<Vec<Event>, Error> {
+    read_kind(kafka, partitions, None, timeout)
+}
+
+/// The events of one `kind` (all with `None`), as `read_all`; memory holds
+/// only those.
+pub fn read_kind(
+    kafka: &KafkaConfig,
+    partitions: i32,
+    kind: Option<&str>,
+    timeout: std::time::Duration,
+) -> Result<Vec<Event>, Error> {
     use rdkafka::Message;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     let range = crate::range::Range::all(topics::EVENTS, Delivery::AtLeastOnce, partitions, timeout);
     crate::range::read(kafka, &range, |m| {
         if let Some(e) = m.payload().and_then(|p| serde_json::from_slice::<Event>(p).ok())
+            && kind.is_none_or(|k| e.kind == k)
             && seen.insert(e.id.clone())
         {
             out.push(e);

@@ -4,8 +4,10 @@
 //! buffer assigned and the end of the seqs the broker acknowledged without
 //! a hole. Both are plain writes, no fsync (one per frame would cost far
 //! more than the frame): they survive a crash of ingest, which is when
-//! they matter, and a power cut of its host may leave them older, which
-//! reports fewer frames lost, never more.
+//! they matter. A power cut of its host can leave them stale; `vigil check`
+//! only counts seqs that are absent from the archive and lie in a restart's
+//! gap, so a stale ledger can mislabel such a gap, never hide a violation
+//! elsewhere.
 //!
 //! On start, the seqs between the two are frames a camera gave ingest that
 //! never reached the broker (ingest was killed with them buffered, or its
@@ -38,8 +40,13 @@ impl Ledger {
             Err(_) => next..next,
         };
         let l = Ledger(Arc::new(f));
-        l.write(0, next);
-        l.write(8, next);
+        // One write, so a crash cannot leave half of the fresh start.
+        let mut fresh = [0u8; 16];
+        fresh[..8].copy_from_slice(&next.to_le_bytes());
+        fresh[8..].copy_from_slice(&next.to_le_bytes());
+        if let Err(e) = l.0.write_all_at(&fresh, 0) {
+            tracing::warn!(error = %e, "cannot write the stream's ledger");
+        }
         Ok((l, lost))
     }
 
@@ -61,25 +68,45 @@ impl Ledger {
 }
 
 /// The end of the acknowledged run of seqs, as deliveries come back in any
-/// order: frames enter in seq order, and the run ends at the first frame
-/// still outstanding.
+/// order: frames enter in seq order, each as one or more chunks, and the
+/// run ends at the first frame with a chunk still outstanding.
 #[derive(Default)]
 pub struct AckRun {
-    pending: std::collections::VecDeque<(u64, bool)>,
+    /// (seq, chunks not yet acknowledged), in seq order.
+    pending: std::collections::VecDeque<(u64, u32)>,
 }
 
 impl AckRun {
-    pub fn sent(&mut self, seq: u64) {
-        self.pending.push_back((seq, false));
+    pub fn sent(&mut self, seq: u64, chunks: u32) {
+        self.pending.push_back((seq, chunks));
     }
 
-    /// Marks `seq` done; returns the new end of the run if it moved.
-    pub fn done(&mut self, seq: u64) -> Option<u64> {
-        if let Some(e) = self.pending.iter_mut().find(|(s, _)| *s == seq) {
-            e.1 = true;
+    /// One chunk of `seq` acknowledged; returns the new end of the run if
+    /// it moved.
+    pub fn chunk_done(&mut self, seq: u64) -> Option<u64> {
+        if let Some(e) = self.find(seq) {
+            e.1 = e.1.saturating_sub(1);
         }
+        self.advance()
+    }
+
+    /// `seq` needs nothing more (dropped by policy, or unsendable).
+    pub fn give_up(&mut self, seq: u64) -> Option<u64> {
+        if let Some(e) = self.find(seq) {
+            e.1 = 0;
+        }
+        self.advance()
+    }
+
+    fn find(&mut self, seq: u64) -> Option<&mut (u64, u32)> {
+        // Sorted by seq: a lookup stays cheap with a long backlog.
+        let i = self.pending.binary_search_by_key(&seq, |e| e.0).ok()?;
+        self.pending.get_mut(i)
+    }
+
+    fn advance(&mut self) -> Option<u64> {
         let mut end = None;
-        while let Some(&(s, true)) = self.pending.front() {
+        while let Some(&(s, 0)) = self.pending.front() {
             self.pending.pop_front();
             end = Some(s + 1);
         }
@@ -116,11 +143,15 @@ mod tests {
     fn the_run_ends_at_the_first_outstanding_frame() {
         let mut r = AckRun::default();
         for s in 5..9 {
-            r.sent(s);
+            r.sent(s, if s == 7 { 2 } else { 1 });
         }
-        assert_eq!(r.done(6), None, "5 is still out");
-        assert_eq!(r.done(5), Some(7));
-        assert_eq!(r.done(8), None);
-        assert_eq!(r.done(7), Some(9));
+        assert_eq!(r.chunk_done(6), None, "5 is still out");
+        assert_eq!(r.chunk_done(5), Some(7));
+        assert_eq!(r.chunk_done(8), None);
+        assert_eq!(r.chunk_done(7), None, "7 has a chunk out");
+        assert_eq!(r.chunk_done(7), Some(9));
+        r.sent(9, 3);
+        assert_eq!(r.give_up(9), Some(10));
+        assert_eq!(r.chunk_done(9), None, "late chunks of a finished frame change nothing");
     }
 }

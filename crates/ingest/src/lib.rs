@@ -125,6 +125,11 @@ pub async fn run(
     for t in tasks {
         let _ = t.await;
     }
+    // Queued events (a frames-lost report above all) go out before the
+    // producer is dropped with them.
+    if let Some(e) = ctx.events.clone() {
+        let _ = tokio::task::spawn_blocking(move || e.flush(cfg.drain)).await;
+    }
     tracing::info!("ingest stopped");
     Ok(())
 }

@@ -153,10 +153,9 @@ impl Publisher {
         }
     }
 
-    /// `seq` needs nothing more from this publisher: acknowledged, or
-    /// given up (an at-most-once drop, a frame that cannot be split).
-    fn done(&mut self, seq: u64) {
-        if let (Some(end), Some(l)) = (self.run.done(seq), &self.ledger) {
+    /// The ledger learns where the acknowledged run ends now.
+    fn ran_to(&self, end: Option<u64>) {
+        if let (Some(end), Some(l)) = (end, &self.ledger) {
             l.acked(end);
         }
     }
@@ -207,11 +206,11 @@ impl Publisher {
 
     fn records(&mut self, frame: Frame) -> Vec<Outgoing> {
         let frame_len = frame.payload.len();
-        self.run.sent(frame.meta.seq);
         match media::split(&frame, self.max_message_bytes) {
             Ok(recs) => {
                 let meta = Arc::new(frame.meta);
                 let n = recs.len();
+                self.run.sent(meta.seq, n as u32);
                 recs.into_iter()
                     .enumerate()
                     .map(|(i, bytes)| Outgoing { meta: meta.clone(), last_chunk: i + 1 == n, frame_len, bytes })
@@ -220,7 +219,9 @@ impl Publisher {
             Err(e) => {
                 tracing::error!(camera = %frame.meta.camera, seq = frame.meta.seq, error = %e, "cannot split frame");
                 self.errors.inc();
-                self.done(frame.meta.seq);
+                self.run.sent(frame.meta.seq, 0);
+                let end = self.run.give_up(frame.meta.seq);
+                self.ran_to(end);
                 vec![]
             }
         }
@@ -251,8 +252,9 @@ impl Publisher {
             if self.delivery == Delivery::AtMostOnce {
                 if out.last_chunk {
                     self.dropped.inc();
-                    self.done(out.meta.seq);
                 }
+                let end = self.run.give_up(out.meta.seq);
+                self.ran_to(end);
                 return;
             }
             if !queue_full {
@@ -282,8 +284,9 @@ impl Publisher {
     fn delivered(&mut self, res: Result<(i32, i64), String>, out: Outgoing, retry: &mut VecDeque<Outgoing>) {
         match res {
             Ok((partition, offset)) => {
+                let end = self.run.chunk_done(out.meta.seq);
+                self.ran_to(end);
                 if out.last_chunk {
-                    self.done(out.meta.seq);
                     self.acked.inc();
                     self.acked_bytes.add(out.frame_len as u64);
                     if self.ack_log.is_some() {
@@ -304,8 +307,9 @@ impl Publisher {
                 if self.delivery == Delivery::AtMostOnce {
                     if out.last_chunk {
                         self.dropped.inc();
-                        self.done(out.meta.seq);
                     }
+                    let end = self.run.give_up(out.meta.seq);
+                    self.ran_to(end);
                     return;
                 }
                 tracing::warn!(topic = self.topic, camera = %out.meta.camera, seq = out.meta.seq, error = %e, "delivery failed, sending again");

@@ -5,8 +5,9 @@
 //! (written, fsynced, renamed) before any number in it is used, and a
 //! restart continues after the last reserved block. A crash therefore leaves
 //! a gap of unused numbers, never a reuse; the first frame after a restart
-//! carries the `discontinuity` flag so the gap reads as "not recorded", not
-//! "lost".
+//! carries the `discontinuity` flag so the gap reads as a restart's, not as
+//! frames lost in the archive. Which of its seqs were frames lost before
+//! the broker, the stream's ledger tells (`ledger.rs`).
 //!
 //! Each counter is held by one process: a lock on `<name>.lock` for as long
 //! as the counter lives (the kernel drops it when the process dies). Two

@@ -26,7 +26,7 @@ async fn lost_before_broker(s: &Settings) -> archive::check::Lost {
     let mut k = s.kafka.clone();
     k.brokers = brokers.clone();
     let partitions = s.plan.iter().find(|t| t.name == bus::topics::EVENTS).map_or(1, |t| t.partitions);
-    let read = move || bus::events::read_all(&k, partitions, std::time::Duration::from_secs(5));
+    let read = move || bus::events::read_kind(&k, partitions, Some("frames-lost"), std::time::Duration::from_secs(15));
     match tokio::task::spawn_blocking(read).await {
         Ok(Ok(events)) => {
             for e in events {

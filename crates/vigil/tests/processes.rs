@@ -320,7 +320,15 @@ fn frames_lost_before_the_broker_are_told_from_not_recorded() {
         .find(|l| l.contains("never acknowledged by the broker"))
         .and_then(|l| l.split(" frames (seq ").next()?.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("the second ingest reported no unacknowledged frames:\n{log}"));
-    std::thread::sleep(Duration::from_secs(2));
+    let events = topics::plan().into_iter().find(|t| t.name == topics::EVENTS).unwrap().partitions;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while bus::events::read_kind(&kafka(addr), events, Some("frames-lost"), Duration::from_secs(5))
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "no frames-lost event reached the broker");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     assert!(ingest.stop(Duration::from_secs(20)).is_some_and(|s| s.success()), "ingest did not stop cleanly");
     let acked: BTreeSet<(String, u64)> =
         acked(&ack_log).into_iter().filter(|(_, s, _)| s == "main").map(|(c, _, q)| (c, q)).collect();

@@ -1,10 +1,11 @@
 //! A file system that can lose power, for tests: FUSE, in memory, in the
-//! test process. Like Jepsen's LazyFS, every write lands in a file's live
-//! contents at once (what processes read), but only `fsync`/`fdatasync`
-//! copies a file's live contents to its durable contents; `power_cut`
-//! throws away everything else. Names (create, rename, unlink, mkdir) are
-//! durable at once, as on a journalling file system that commits its
-//! metadata before the data it describes: the harsh case is the data.
+//! test process. After Jepsen's LazyFS: every write lands in a file's live
+//! contents at once (what processes read), but only `fsync`/`fdatasync` of
+//! the file copies them to its durable contents, and only `fsync` of a
+//! directory makes its entries (creates, renames, unlinks) durable, as
+//! POSIX promises and no more. `power_cut` throws away everything else:
+//! unsynced data whole (no torn writes: a write either was synced or is
+//! gone) and unsynced names.
 //!
 //! The kernel's page cache would survive a cut, so a cut is always
 //! unmount (which flushes the cache into live contents), cut, mount again.
@@ -36,15 +37,22 @@ struct Node {
 
 #[derive(Default)]
 struct Tree {
+    /// Every node ever made: one removed from every directory stays, so a
+    /// cut can bring back a name whose removal was never synced.
     nodes: HashMap<u64, Node>,
+    /// Each directory's entries as of its last fsync.
+    durable_dirs: HashMap<u64, BTreeMap<OsString, u64>>,
     next: u64,
 }
 
 /// What one power cut threw away.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Cut {
-    pub files: usize,
+    /// Files reachable by name whose unsynced data was lost, by path.
+    pub files: Vec<String>,
     pub bytes: u64,
+    /// Directory entries that changed back.
+    pub names: usize,
 }
 
 /// The file system's state, shared by its mounts; survives unmounting.
@@ -78,17 +86,29 @@ impl LazyFs {
         Ok(Mounted { session: Some(session) })
     }
 
-    /// Loses power: every file goes back to what was last synced.
+    /// Loses power: every file and directory goes back to what was last
+    /// synced.
     pub fn power_cut(&self) -> Cut {
         let mut cut = Cut::default();
-        for n in self.0.lock().unwrap().nodes.values_mut() {
-            if let Body::File { live, durable } = &mut n.body
+        let t = &mut *self.0.lock().unwrap();
+        for (path, ino) in t.paths() {
+            if let Some(Node { body: Body::File { live, durable }, .. }) = t.nodes.get(&ino)
                 && live != durable
             {
-                cut.files += 1;
                 cut.bytes += live.iter().zip(durable.iter()).filter(|(a, b)| a != b).count() as u64
                     + live.len().abs_diff(durable.len()) as u64;
-                *live = durable.clone();
+                cut.files.push(path);
+            }
+        }
+        for (ino, n) in t.nodes.iter_mut() {
+            match &mut n.body {
+                Body::File { live, durable } => live.clone_from(durable),
+                Body::Dir(entries) => {
+                    let durable = t.durable_dirs.get(ino).cloned().unwrap_or_default();
+                    cut.names += entries.iter().filter(|(k, v)| durable.get(*k) != Some(v)).count()
+                        + durable.keys().filter(|k| !entries.contains_key(*k)).count();
+                    *entries = durable;
+                }
             }
         }
         cut
@@ -98,6 +118,22 @@ impl LazyFs {
 struct Fs(Arc<Mutex<Tree>>);
 
 impl Tree {
+    /// (path, inode) of every file reachable by name now.
+    fn paths(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let mut todo = vec![(String::new(), ROOT)];
+        while let Some((path, ino)) = todo.pop() {
+            if let Some(Node { body: Body::Dir(d), .. }) = self.nodes.get(&ino) {
+                for (name, &child) in d {
+                    todo.push((format!("{path}/{}", name.to_string_lossy()), child));
+                }
+            } else {
+                out.push((path, ino));
+            }
+        }
+        out
+    }
+
     fn attr(&self, ino: u64) -> Option<FileAttr> {
         let n = self.nodes.get(&ino)?;
         let (kind, size, nlink) = match &n.body {
@@ -277,9 +313,8 @@ impl Filesystem for Fs {
         match t.lookup(parent, name) {
             Ok(ino) if !matches!(t.nodes[&ino].body, Body::Dir(_)) => reply.error(ENOTDIR),
             Ok(ino) if !t.is_empty_dir(ino) => reply.error(ENOTEMPTY),
-            Ok(ino) => {
+            Ok(_) => {
                 t.dir(parent).unwrap().remove(name);
-                t.nodes.remove(&ino);
                 reply.ok()
             }
             Err(e) => reply.error(e),
@@ -421,8 +456,17 @@ impl Filesystem for Fs {
         reply.ok()
     }
 
-    fn fsyncdir(&mut self, _r: &Request<'_>, _ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
-        reply.ok()
+    /// The one place names become durable.
+    fn fsyncdir(&mut self, _r: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        let mut t = self.tree();
+        match t.dir(ino) {
+            Ok(d) => {
+                let d = d.clone();
+                t.durable_dirs.insert(ino, d);
+                reply.ok()
+            }
+            Err(e) => reply.error(e),
+        }
     }
 
     fn statfs(&mut self, _r: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
