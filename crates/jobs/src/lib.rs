@@ -1,0 +1,34 @@
+//! Whole-video jobs (issue: files sent through Kafka in chunks, collected
+//! and analysed). This first layer is pure: the chunk record on
+//! `vigil.video.chunks` (`chunk`), and the reassembly of one video from its
+//! chunks in any order (`assemble`). `vigil submit` and the collector
+//! stage are thin around them.
+
+pub mod assemble;
+pub mod chunk;
+
+pub use assemble::{Added, Assembly, Whole};
+pub use chunk::{Chunk, ChunkMeta, FileSummary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not a vigil video chunk: {0}")]
+    Envelope(String),
+    #[error("chunk {index} of video {video}: {why}")]
+    Chunk { video: String, index: u32, why: String },
+    #[error("video {video}: {why}")]
+    Video { video: String, why: String },
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// Lower-case hex of a SHA-256 digest.
+pub fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
