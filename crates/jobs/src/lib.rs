@@ -6,6 +6,7 @@
 
 pub mod assemble;
 pub mod chunk;
+pub mod submit;
 
 pub use assemble::{Added, Assembly, Whole};
 pub use chunk::{Chunk, ChunkMeta, FileSummary};
@@ -20,6 +21,10 @@ pub enum Error {
     Video { video: String, why: String },
     #[error("{path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Bus(#[from] bus::Error),
+    #[error("sending chunks: {0}")]
+    Send(String),
 }
 
 /// Lower-case hex of a SHA-256 digest.

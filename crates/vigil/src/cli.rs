@@ -95,6 +95,22 @@ pub enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Send video files to vigil.video.chunks, in chunks keyed by video id
+    /// (default: the file's SHA-256); prints each video's id.
+    Submit {
+        /// The files (any format ffmpeg reads).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// The video id, instead of the content hash (one file only).
+        #[arg(long)]
+        id: Option<String>,
+        /// Bytes per chunk (below the broker's message limit).
+        #[arg(long, default_value_t = 512 * 1024)]
+        chunk_bytes: u64,
+        /// Machine-readable output: a list of objects.
+        #[arg(long)]
+        json: bool,
+    },
     /// The topic plan with live numbers: guarantee, partitions, retention,
     /// end offsets, consumer-group lag.
     Topics {

@@ -3,6 +3,7 @@
 
 mod archive_cmd;
 mod detect_cmd;
+mod submit_cmd;
 mod topics_cmd;
 mod user_cmd;
 
@@ -120,6 +121,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let mut s = Settings::load(g, &Default::default())?;
             s.resolve_brokers();
             topics_cmd::run(s, json).await
+        }
+        Command::Submit { files, id, chunk_bytes, json } => {
+            let mut s = Settings::load(g, &Default::default())?;
+            s.resolve_brokers();
+            submit_cmd::run(&s, &files, id.as_deref(), chunk_bytes, json).await
         }
     }
 }
