@@ -360,20 +360,6 @@ impl Index {
         })
         .await
     }
-
-    /// Bytes the index takes on disk (database and write-ahead log).
-    pub async fn disk_bytes(&self) -> Result<u64, Error> {
-        self.run(|conn| async move {
-            let e = |err| Error::index("size", err);
-            let mut rows = conn
-                .query("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", ())
-                .await
-                .map_err(e)?;
-            let r = rows.next().await.map_err(e)?;
-            Ok(r.map(|r| int(&r, 0)).transpose()?.unwrap_or(0) as u64)
-        })
-        .await
-    }
 }
 
 /// A thread with a runtime of its own for SQLite; it ends when the sender

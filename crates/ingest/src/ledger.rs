@@ -3,8 +3,10 @@
 //! Two numbers per stream in `<stream>.ledger`: the end of the seqs the
 //! buffer assigned and the end of the seqs the broker acknowledged without
 //! a hole. Both are plain writes, no fsync (one per frame would cost far
-//! more than the frame): they survive a crash of ingest, which is when
-//! they matter. A power cut of its host can leave them stale; `vigil check`
+//! more than the frame): the first per frame, the second by the publisher
+//! every 200 ms (a crash then reports up to that much too many, which
+//! `vigil check` finds in the archive and does not count). They survive a
+//! crash of ingest, which is when they matter. A power cut of its host can leave them stale; `vigil check`
 //! only counts seqs that are absent from the archive and lie in a restart's
 //! gap, so a stale ledger can mislabel such a gap, never hide a violation
 //! elsewhere.
@@ -74,6 +76,7 @@ impl Ledger {
 pub struct AckRun {
     /// (seq, chunks not yet acknowledged), in seq order.
     pending: std::collections::VecDeque<(u64, u32)>,
+    end: Option<u64>,
 }
 
 impl AckRun {
@@ -81,21 +84,25 @@ impl AckRun {
         self.pending.push_back((seq, chunks));
     }
 
-    /// One chunk of `seq` acknowledged; returns the new end of the run if
-    /// it moved.
-    pub fn chunk_done(&mut self, seq: u64) -> Option<u64> {
+    /// One chunk of `seq` acknowledged.
+    pub fn chunk_done(&mut self, seq: u64) {
         if let Some(e) = self.find(seq) {
             e.1 = e.1.saturating_sub(1);
         }
-        self.advance()
+        self.advance();
     }
 
     /// `seq` needs nothing more (dropped by policy, or unsendable).
-    pub fn give_up(&mut self, seq: u64) -> Option<u64> {
+    pub fn give_up(&mut self, seq: u64) {
         if let Some(e) = self.find(seq) {
             e.1 = 0;
         }
-        self.advance()
+        self.advance();
+    }
+
+    /// Every seq below this is done; `None` until the first is.
+    pub fn end(&self) -> Option<u64> {
+        self.end
     }
 
     fn find(&mut self, seq: u64) -> Option<&mut (u64, u32)> {
@@ -104,13 +111,11 @@ impl AckRun {
         self.pending.get_mut(i)
     }
 
-    fn advance(&mut self) -> Option<u64> {
-        let mut end = None;
+    fn advance(&mut self) {
         while let Some(&(s, 0)) = self.pending.front() {
             self.pending.pop_front();
-            end = Some(s + 1);
+            self.end = Some(s + 1);
         }
-        end
     }
 }
 
@@ -145,13 +150,20 @@ mod tests {
         for s in 5..9 {
             r.sent(s, if s == 7 { 2 } else { 1 });
         }
-        assert_eq!(r.chunk_done(6), None, "5 is still out");
-        assert_eq!(r.chunk_done(5), Some(7));
-        assert_eq!(r.chunk_done(8), None);
-        assert_eq!(r.chunk_done(7), None, "7 has a chunk out");
-        assert_eq!(r.chunk_done(7), Some(9));
+        r.chunk_done(6);
+        assert_eq!(r.end(), None, "5 is still out");
+        r.chunk_done(5);
+        assert_eq!(r.end(), Some(7));
+        r.chunk_done(8);
+        assert_eq!(r.end(), Some(7));
+        r.chunk_done(7);
+        assert_eq!(r.end(), Some(7), "7 has a chunk out");
+        r.chunk_done(7);
+        assert_eq!(r.end(), Some(9));
         r.sent(9, 3);
-        assert_eq!(r.give_up(9), Some(10));
-        assert_eq!(r.chunk_done(9), None, "late chunks of a finished frame change nothing");
+        r.give_up(9);
+        assert_eq!(r.end(), Some(10));
+        r.chunk_done(9);
+        assert_eq!(r.end(), Some(10), "late chunks of a finished frame change nothing");
     }
 }

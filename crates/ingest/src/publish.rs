@@ -111,6 +111,8 @@ pub struct Publisher {
     pending_acks: String,
     ledger: Option<Ledger>,
     run: AckRun,
+    /// The run's end as the ledger last heard it.
+    ledger_at: Option<u64>,
 }
 
 impl Publisher {
@@ -150,13 +152,7 @@ impl Publisher {
             pending_acks: String::new(),
             ledger,
             run: AckRun::default(),
-        }
-    }
-
-    /// The ledger learns where the acknowledged run ends now.
-    fn ran_to(&self, end: Option<u64>) {
-        if let (Some(end), Some(l)) = (end, &self.ledger) {
-            l.acked(end);
+            ledger_at: None,
         }
     }
 
@@ -220,8 +216,7 @@ impl Publisher {
                 tracing::error!(camera = %frame.meta.camera, seq = frame.meta.seq, error = %e, "cannot split frame");
                 self.errors.inc();
                 self.run.sent(frame.meta.seq, 0);
-                let end = self.run.give_up(frame.meta.seq);
-                self.ran_to(end);
+                self.run.give_up(frame.meta.seq);
                 vec![]
             }
         }
@@ -253,8 +248,7 @@ impl Publisher {
                 if out.last_chunk {
                     self.dropped.inc();
                 }
-                let end = self.run.give_up(out.meta.seq);
-                self.ran_to(end);
+                self.run.give_up(out.meta.seq);
                 return;
             }
             if !queue_full {
@@ -284,8 +278,7 @@ impl Publisher {
     fn delivered(&mut self, res: Result<(i32, i64), String>, out: Outgoing, retry: &mut VecDeque<Outgoing>) {
         match res {
             Ok((partition, offset)) => {
-                let end = self.run.chunk_done(out.meta.seq);
-                self.ran_to(end);
+                self.run.chunk_done(out.meta.seq);
                 if out.last_chunk {
                     self.acked.inc();
                     self.acked_bytes.add(out.frame_len as u64);
@@ -308,8 +301,7 @@ impl Publisher {
                     if out.last_chunk {
                         self.dropped.inc();
                     }
-                    let end = self.run.give_up(out.meta.seq);
-                    self.ran_to(end);
+                    self.run.give_up(out.meta.seq);
                     return;
                 }
                 tracing::warn!(topic = self.topic, camera = %out.meta.camera, seq = out.meta.seq, error = %e, "delivery failed, sending again");
@@ -320,7 +312,16 @@ impl Publisher {
         }
     }
 
+    /// Every 200 ms and at the end: the ack log, and the ledger's end of
+    /// the acknowledged run (stale by at most that, which reports a few
+    /// frames too many as lost; check only counts those absent).
     fn flush_acks(&mut self) {
+        if let (Some(l), Some(end)) = (&self.ledger, self.run.end())
+            && self.ledger_at != Some(end)
+        {
+            l.acked(end);
+            self.ledger_at = Some(end);
+        }
         if let Some(log) = &self.ack_log
             && !self.pending_acks.is_empty()
         {

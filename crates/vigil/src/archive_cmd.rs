@@ -18,8 +18,7 @@ async fn open(s: &Settings) -> Result<archive::index::Index> {
 /// recorded, and a note says so.
 async fn lost_before_broker(s: &Settings) -> archive::check::Lost {
     let mut lost = archive::check::Lost::new();
-    let brokers = s.brokers.clone().or_else(|| broker::discover(&s.data_dir));
-    let Some(brokers) = brokers else {
+    let Some(brokers) = s.known_brokers() else {
         eprintln!("note: no broker known (--brokers): frames lost before the broker count as not recorded");
         return lost;
     };

@@ -275,9 +275,15 @@ impl Settings {
     /// Where a role that did not start the broker finds it: `--brokers`,
     /// else the broker started for this data dir, else the default port.
     pub fn resolve_brokers(&mut self) {
-        if self.kafka.brokers.is_empty() {
-            self.kafka.brokers = broker::discover(&self.data_dir).unwrap_or_else(|| DEFAULT_BROKER.to_string());
-        }
+        self.kafka.brokers = self.known_brokers().unwrap_or_else(|| DEFAULT_BROKER.to_string());
+    }
+
+    /// `--brokers` (or the config's), else the embedded broker started for
+    /// this data dir, if any: no guess.
+    pub fn known_brokers(&self) -> Option<String> {
+        (!self.kafka.brokers.is_empty())
+            .then(|| self.kafka.brokers.clone())
+            .or_else(|| broker::discover(&self.data_dir))
     }
 
     pub fn metrics_addr(&self, default: &str) -> Option<SocketAddr> {
