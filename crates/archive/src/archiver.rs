@@ -1,18 +1,35 @@
-//! The archive's consume loop: frames in, flushes out, partitions claimed
-//! and released, disk-full pauses.
+//! The archive as a stage of the runtime (`crates/stage`), in the mode
+//! where the sink owns its progress: frames in, the index's transaction
+//! out.
+//!
+//! The archive's group (`vigil-archive`) splits the partitions of
+//! `vigil.frames` between archivers, on one host or many, sharing a dir or
+//! not. At every checkpoint (each flush interval, or early when many bytes
+//! wait) the runtime calls `commit`: segments written and synced, then one
+//! index transaction with the frames and each partition's next offset. Only
+//! then does the runtime publish the checkpoint (`vigil.archive.state`): the
+//! archive's durable progress per partition, for whoever owns a partition
+//! next, in this dir or another. An assigned partition starts at the later
+//! of the index's offset and that checkpoint (`stored_offset`).
+//!
+//! A failed commit (disk full, an I/O error, another writer's offset in the
+//! index) cuts back what it wrote and fails the stage: the runtime builds a
+//! fresh one, which starts again from the index and the checkpoints, so no
+//! frame is lost. While commits fail the archive says it is paused (metric
+//! and event), and says when it resumes.
 
-use crate::claims::Claims;
 use crate::index::{Index, OffsetUpdate};
 use crate::writer::Writer;
-use crate::{ArchiveConfig, Error, open_index, recover, retention};
+use crate::{ArchiveConfig, Error, recover};
 use bus::metrics::{Counter, Gauge, Histogram, Metrics};
-use bus::{FrameReader, KafkaConfig, TopicSpec};
-use rdkafka::Offset;
-use std::collections::HashMap;
+use bus::{Delivered, FrameReader};
+use stage::Output;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-struct Counters {
+pub(crate) struct Counters {
     frames: Counter,
     bytes: Counter,
     duplicates: Counter,
@@ -20,12 +37,11 @@ struct Counters {
     flush_seconds: Histogram,
     flush_errors: Counter,
     paused: Gauge,
-    partitions: Gauge,
-    deleted_bytes: Counter,
+    pub(crate) deleted_bytes: Counter,
 }
 
 impl Counters {
-    fn new(metrics: &Metrics, topic: &str) -> Self {
+    pub(crate) fn new(metrics: &Metrics, topic: &str) -> Self {
         let labels = [("topic", topic)];
         let counter = |name, help| metrics.counter(name, help, &labels);
         Counters {
@@ -41,16 +57,11 @@ impl Counters {
             ),
             flush_errors: counter(
                 "vigil_archive_flush_errors_total",
-                "Failed flushes (disk full, I/O error); consumption pauses and rewinds.",
+                "Failed flushes (disk full, I/O error); the archive pauses and starts again from its index.",
             ),
             paused: metrics.gauge(
                 "vigil_archive_paused",
                 "1 while the archive cannot write (disk full) and has stopped consuming.",
-                &labels,
-            ),
-            partitions: metrics.gauge(
-                "vigil_archive_partitions_owned",
-                "Partitions this archiver archives (archivers sharing a dir split them).",
                 &labels,
             ),
             deleted_bytes: counter("vigil_archive_retention_deleted_bytes_total", "Bytes removed by retention."),
@@ -58,255 +69,221 @@ impl Counters {
     }
 }
 
-/// One run of the consume loop; a failed flush ends it and a new one
-/// starts from the index.
-struct Session<'a> {
-    cfg: &'a ArchiveConfig,
-    topic: &'static str,
-    index: &'a Index,
-    c: &'a Counters,
-    reader: FrameReader,
-    writer: Writer,
-    claims: Claims,
-    /// Per owned partition, the index's next offset as this session last
+/// What outlives one archiver stage: the index, the metrics and whether
+/// the archive is paused (a failed commit ends a stage; its successor's
+/// first commit ends the pause).
+pub(crate) struct Shared {
+    pub(crate) cfg: ArchiveConfig,
+    pub(crate) topic: &'static str,
+    pub(crate) index: Arc<Index>,
+    pub(crate) c: Counters,
+    pub(crate) events: bus::events::Events,
+    paused_since: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        cfg: ArchiveConfig,
+        topic: &'static str,
+        index: Arc<Index>,
+        c: Counters,
+        events: bus::events::Events,
+    ) -> Self {
+        Shared { cfg, topic, index, c, events, paused_since: Mutex::new(None) }
+    }
+
+    fn source(&self) -> String {
+        format!("archive@{}", self.cfg.dir.display())
+    }
+
+    fn pause(&self, e: &Error) {
+        let mut since = self.paused_since.lock().unwrap_or_else(|p| p.into_inner());
+        if since.is_none() {
+            *since = Some(Instant::now());
+            self.c.paused.set(1.0);
+            self.events.publish(bus::events::Event::new("archive-paused", None, &self.source(), e.to_string()));
+        }
+    }
+
+    fn resume(&self) {
+        let mut since = self.paused_since.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = since.take() {
+            self.c.paused.set(0.0);
+            let detail = format!("paused for {:.1} s", t.elapsed().as_secs_f64());
+            tracing::info!("archive resumed after being {detail}");
+            self.events.publish(bus::events::Event::new("archive-resumed", None, &self.source(), detail));
+        }
+    }
+}
+
+pub struct Archiver {
+    s: Arc<Shared>,
+    /// `None` once a failed commit gave it up (its files are then a dead
+    /// writer's, which recovery may cut back).
+    writer: Option<Writer>,
+    /// Per owned partition, the index's next offset as this archiver last
     /// saw or wrote it: what the index must still hold at the next commit.
     positions: HashMap<i32, Option<i64>>,
+    /// Each camera's partition, to drop what is pending of a partition the
+    /// group took away without a checkpoint.
+    partition_of: HashMap<String, i32>,
     last_seq: HashMap<String, u64>,
 }
 
-impl Session<'_> {
-    async fn on_frame(&mut self, d: bus::Delivered) -> Result<(), Error> {
-        if !self.positions.contains_key(&d.partition) {
-            return Ok(()); // not ours (any more): its owner archives it
+fn stage_error(e: Error) -> stage::Error {
+    stage::Error::transient(e)
+}
+
+impl Archiver {
+    pub(crate) fn new(s: Arc<Shared>, writer: Writer) -> Self {
+        Archiver {
+            s,
+            writer: Some(writer),
+            positions: HashMap::new(),
+            partition_of: HashMap::new(),
+            last_seq: HashMap::new(),
         }
-        let m = &d.frame.meta;
-        let seen = self.last_seq.get(&m.camera).is_some_and(|&l| m.seq <= l)
-            && (self.writer.is_pending(&m.camera, m.seq) || self.index.contains(&m.camera, m.seq).await?);
-        if seen {
-            self.c.duplicates.inc();
-            return Ok(());
-        }
-        let l = self.last_seq.entry(m.camera.clone()).or_insert(m.seq);
-        *l = (*l).max(m.seq);
-        self.writer.add(&d.frame);
-        Ok(())
     }
 
-    /// Makes everything read so far durable: data synced, then one index
-    /// transaction with the frames and the next offset of each partition.
-    async fn flush(&mut self) -> Result<(), Error> {
-        let offsets: HashMap<i32, i64> =
-            self.reader.resume_offsets().into_iter().filter(|(p, _)| self.positions.contains_key(p)).collect();
-        let moved = offsets.iter().any(|(p, &o)| self.positions[p] != Some(o));
-        if self.writer.pending_frames() == 0 && !moved {
-            return Ok(()); // nothing new: no transaction
+    fn writer(&mut self) -> Result<&mut Writer, stage::Error> {
+        self.writer.as_mut().ok_or_else(|| stage::Error::transient("the archive's writer failed; restarting"))
+    }
+
+    /// Segments written and synced, then one index transaction with the
+    /// frames and the offsets. False when there was nothing to commit.
+    async fn write(&mut self, next: &BTreeMap<i32, i64>) -> Result<bool, Error> {
+        let offsets: Vec<(i32, i64)> =
+            next.iter().filter(|(p, _)| self.positions.contains_key(p)).map(|(&p, &o)| (p, o)).collect();
+        let moved = offsets.iter().any(|(p, o)| self.positions[p] != Some(*o));
+        let Some(writer) = self.writer.as_mut() else { return Err(Error::Other("no writer".into())) };
+        if writer.pending_frames() == 0 && !moved {
+            return Ok(false); // nothing new: no transaction
         }
-        let started = std::time::Instant::now();
-        let bytes = self.writer.pending_bytes() as u64;
-        let batch = self.writer.take();
+        let started = Instant::now();
+        let bytes = writer.pending_bytes() as u64;
+        let batch = writer.take();
         let frames = batch.frames() as u64;
-        // Blocking file I/O off the runtime.
+        // Blocking file I/O off the stage's thread.
         let mut commit = tokio::task::spawn_blocking(move || batch.write())
             .await
             .map_err(|e| Error::Other(e.to_string()))?
             .map_err(|e| Error::Io { path: PathBuf::from("archive segment"), source: e })?;
         commit.offsets = offsets
             .iter()
-            .map(|(&partition, &next)| OffsetUpdate {
-                topic: self.topic.to_string(),
+            .map(|&(partition, next)| OffsetUpdate {
+                topic: self.s.topic.to_string(),
                 partition,
                 expected: self.positions[&partition],
                 next,
             })
             .collect();
-        self.index.commit(commit).await?;
-        for (&p, &o) in &offsets {
+        self.s.index.commit(commit).await?;
+        for &(p, o) in &offsets {
             self.positions.insert(p, Some(o));
-            let _ = self.reader.commit(p, o); // lag metrics only
         }
-        self.c.frames.add(frames);
-        self.c.bytes.add(bytes);
-        self.c.flushes.inc();
-        self.c.flush_seconds.observe(started.elapsed().as_secs_f64());
+        let c = &self.s.c;
+        c.frames.add(frames);
+        c.bytes.add(bytes);
+        c.flushes.inc();
+        c.flush_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(true)
+    }
+}
+
+impl stage::Stage for Archiver {
+    /// Nothing beyond the offset: the index holds the rest.
+    type State = ();
+    type Source = FrameReader;
+
+    async fn stored_offset(&mut self, partition: i32) -> Result<Option<i64>, stage::Error> {
+        let stored = self.s.index.offsets(self.s.topic).await.map_err(stage_error)?;
+        Ok(stored.get(&partition).copied())
+    }
+
+    async fn assign(&mut self, partition: i32, _state: Option<()>) -> Result<(), stage::Error> {
+        let stored = self.s.index.offsets(self.s.topic).await.map_err(stage_error)?;
+        self.positions.insert(partition, stored.get(&partition).copied());
+        // Its cameras may have moved on under another archiver of this dir.
+        for (camera, seq) in self.s.index.last_seqs().await.map_err(stage_error)? {
+            let l = self.last_seq.entry(camera).or_insert(seq);
+            *l = (*l).max(seq);
+        }
+        // A writer appends only to its newest segment of a camera: whoever
+        // archived the partition meanwhile wrote newer ones.
+        self.writer()?.close_idle();
         Ok(())
     }
 
-    /// Moves towards this archiver's fair share of partitions. Any change
-    /// flushes first, then every owned partition restarts at the index's
-    /// offset, and a released partition is let go only once this reader can
-    /// no longer return its records.
-    async fn rebalance(&mut self) -> Result<(), Error> {
-        let io = |e| Error::Io { path: self.cfg.dir.clone(), source: e };
-        let plan = self.claims.plan().map_err(io)?;
-        let claimed = self.claims.claim(plan.claim).map_err(io)?;
-        if plan.release.is_empty() && claimed.is_empty() {
+    fn revoke(&mut self, partition: i32) {
+        self.positions.remove(&partition);
+        // Normally nothing is pending (the runtime committed before); when
+        // the group dropped this member without a checkpoint, the frames
+        // are its next owner's to archive.
+        let cameras: Vec<String> =
+            self.partition_of.iter().filter(|(_, p)| **p == partition).map(|(c, _)| c.clone()).collect();
+        for camera in cameras {
+            self.partition_of.remove(&camera);
+            self.last_seq.remove(&camera);
+            if let Some(w) = self.writer.as_mut() {
+                w.discard(&camera);
+            }
+        }
+    }
+
+    async fn on_input(&mut self, d: Delivered, _out: &mut Output) -> Result<(), stage::Error> {
+        if !self.positions.contains_key(&d.partition) {
+            return Ok(()); // not ours (any more): its owner archives it
+        }
+        let m = &d.frame.meta;
+        self.partition_of.insert(m.camera.clone(), d.partition);
+        let below = self.last_seq.get(&m.camera).is_some_and(|&l| m.seq <= l);
+        let seen = below
+            && (self.writer()?.is_pending(&m.camera, m.seq)
+                || self.s.index.contains(&m.camera, m.seq).await.map_err(stage_error)?);
+        if seen {
+            self.s.c.duplicates.inc();
             return Ok(());
         }
-        self.flush().await?;
-        let stored = self.index.offsets(self.topic).await?;
-        self.positions = self
-            .claims
-            .owned()
-            .into_iter()
-            .filter(|p| !plan.release.contains(p))
-            .map(|p| (p, stored.get(&p).copied()))
-            .collect();
-        let from = self.positions.iter().map(|(&p, o)| (p, o.map_or(Offset::Beginning, Offset::Offset))).collect();
-        self.reader.reassign(&from)?;
-        self.claims.release(&plan.release);
-        // Cameras of newly claimed partitions may have moved on elsewhere.
-        self.last_seq = self.index.last_seqs().await?;
-        self.writer.close_all();
-        self.c.partitions.set(self.positions.len() as f64);
-        tracing::info!(owned = ?self.claims.owned(), claimed = ?claimed, released = ?plan.release, "archive partitions changed");
+        let l = self.last_seq.entry(m.camera.clone()).or_insert(m.seq);
+        *l = (*l).max(m.seq);
+        self.writer()?.add(&d.frame);
         Ok(())
     }
-}
 
-/// Archives until `shutdown` resolves, then flushes what it holds.
-pub async fn run(
-    cfg: ArchiveConfig,
-    kafka: KafkaConfig,
-    topic: TopicSpec,
-    partitions: i32,
-    metrics: Metrics,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), Error> {
-    let index = open_index(&cfg.dir).await?;
-    repair(&cfg, &index).await?;
-    let c = Counters::new(&metrics, topic.name);
-    let events = bus::events::Events::new(&kafka)?;
-    let source = format!("archive@{}", cfg.dir.display());
-    let mut paused_since: Option<Instant> = None;
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut first = true;
-    loop {
-        let parts = FrameReader::assign_from(&kafka, &topic, bus::topics::groups::ARCHIVE, &HashMap::new(), &metrics)
-            .map_err(Error::from)
-            .and_then(|r| {
-                let w = Writer::new(&cfg.dir, cfg.segment.clone());
-                w.map(|w| (r, w)).map_err(|e| Error::Io { path: cfg.dir.clone(), source: e })
-            });
-        let (reader, writer) = match parts {
-            Ok(p) => p,
-            Err(e) if first => return Err(e), // a set-up problem the user must see
+    fn checkpoint(&mut self, _partition: i32) -> ((), Option<i64>) {
+        ((), None)
+    }
+
+    async fn commit(&mut self, next: &BTreeMap<i32, i64>) -> Result<(), stage::Error> {
+        match self.write(next).await {
+            Ok(committed) => {
+                // Only a real commit shows that the disk takes writes again.
+                if committed {
+                    self.s.resume();
+                }
+                Ok(())
+            }
             Err(e) => {
-                // After a failed flush: keep trying, as for the flush itself.
-                tracing::error!(error = %e, "cannot start the archive session again; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
-                    _ = &mut shutdown => return Ok(()),
+                // Nothing of the failed flush is in the index. Let go of
+                // the writer (its files become a dead writer's) and cut back
+                // what it wrote; the next stage starts from the index.
+                self.writer = None;
+                if matches!(e, Error::Fenced { .. }) {
+                    tracing::error!(error = %e, "archive fenced off: starting again from the index");
+                } else {
+                    self.s.c.flush_errors.inc();
+                    self.s.pause(&e);
+                    tracing::error!(error = %e, "archive cannot write: paused until space returns");
                 }
-            }
-        };
-        first = false;
-        let mut s = Session {
-            cfg: &cfg,
-            topic: topic.name,
-            index: &index,
-            c: &c,
-            reader,
-            writer,
-            claims: Claims::new(&cfg.dir, topic.name, partitions),
-            positions: HashMap::new(),
-            last_seq: HashMap::new(),
-        };
-        let mut tick = tokio::time::interval(cfg.flush_interval);
-        let mut claims_tick = tokio::time::interval(cfg.claims_interval);
-        let mut retention_tick = tokio::time::interval(cfg.retention_interval);
-        let (stopping, e) = loop {
-            let (stop, result) = tokio::select! {
-                d = s.reader.next() => {
-                    match d {
-                        Ok(d) => {
-                            if let Err(e) = s.on_frame(d).await {
-                                break (false, e);
-                            }
-                            if s.writer.pending_bytes() < cfg.flush_bytes { continue; }
-                        }
-                        // Transient errors are retried inside the reader;
-                        // this one no retry cures (authentication, say).
-                        // What was not flushed is still in Kafka.
-                        Err(e) => return Err(e.into()),
-                    }
-                    (false, s.flush().await)
+                if let Err(e) = recover::recover(&self.s.cfg.dir, &self.s.index).await {
+                    tracing::error!(error = %e, "cannot repair segments after the failed flush");
                 }
-                _ = tick.tick() => (false, s.flush().await),
-                _ = claims_tick.tick() => (false, s.rebalance().await),
-                _ = retention_tick.tick() => {
-                    match retention::enforce(&cfg.dir, &index, &cfg.retention, bus::now_us()).await {
-                        Ok(d) => c.deleted_bytes.add(d.bytes),
-                        Err(e) => tracing::error!(error = %e, "retention failed"),
-                    }
-                    continue;
-                }
-                _ = &mut shutdown => (true, s.flush().await),
-            };
-            if let Err(e) = result {
-                break (stop, e);
+                Err(stage_error(e))
             }
-            if let Some(since) = paused_since.take() {
-                c.paused.set(0.0);
-                let detail = format!("paused for {:.1} s", since.elapsed().as_secs_f64());
-                tracing::info!("archive resumed after being {detail}");
-                events.publish(bus::events::Event::new("archive-resumed", None, &source, detail));
-            }
-            if stop {
-                tracing::info!("archive stopped");
-                return Ok(());
-            }
-        };
-        // Nothing of the failed flush is in the index. Let go of everything
-        // (the writer's lock too, so its files count as a dead writer's),
-        // cut back what the flush wrote, and start again from the index's
-        // offsets: no frame is lost.
-        drop(s);
-        c.partitions.set(0.0);
-        let fenced = matches!(e, Error::Fenced { .. });
-        if fenced {
-            tracing::error!(error = %e, "archive fenced off: starting again from the index");
-        } else {
-            // Disk full or an I/O error: pause and free space if retention may.
-            c.flush_errors.inc();
-            if paused_since.is_none() {
-                paused_since = Some(Instant::now());
-                c.paused.set(1.0);
-                events.publish(bus::events::Event::new("archive-paused", None, &source, e.to_string()));
-            }
-            tracing::error!(error = %e, "archive cannot write: paused until space returns");
-        }
-        if let Err(e) = recover::recover(&cfg.dir, &index).await {
-            tracing::error!(error = %e, "cannot repair segments after the failed flush");
-        }
-        if stopping {
-            return Err(e); // what was not flushed is still in Kafka
-        }
-        if !fenced && let Err(e) = retention::enforce(&cfg.dir, &index, &cfg.retention, bus::now_us()).await {
-            tracing::error!(error = %e, "retention failed");
-        }
-        let wait = if fenced { Duration::from_secs(1) } else { cfg.retention_interval.min(Duration::from_secs(5)) };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = &mut shutdown => return Ok(()),
         }
     }
-}
 
-/// Start-up recovery, logged with what it found and how long it took.
-async fn repair(cfg: &ArchiveConfig, index: &Index) -> Result<(), Error> {
-    let r = recover::recover(&cfg.dir, index).await?;
-    tracing::info!(
-        segments = r.segments,
-        truncated_files = r.truncated_files,
-        truncated_bytes = r.truncated_bytes,
-        removed_files = r.removed_files,
-        removed_bytes = r.removed_bytes,
-        short_files = r.short_files.len(),
-        millis = r.millis,
-        "archive recovery done"
-    );
-    for f in &r.short_files {
-        tracing::error!(file = %f, "segment is shorter than the index says: data lost outside vigil (see vigil check)");
+    fn checkpoint_due(&self) -> bool {
+        self.writer.as_ref().is_some_and(|w| w.pending_bytes() >= self.s.cfg.flush_bytes)
     }
-    Ok(())
 }

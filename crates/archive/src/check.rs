@@ -41,6 +41,10 @@ pub struct CameraReport {
     pub duplicates: u64,
     /// Index entries whose bytes are missing or fail their CRC.
     pub without_data: u64,
+    /// Frames of segments that retention deleted while the check ran
+    /// (gone from the index and the disk between reading their index
+    /// entries and their bytes): not a fault.
+    pub removed_by_retention: u64,
     /// Bytes in segment files that no index entry names.
     pub without_index_bytes: u64,
     pub segments: Vec<SegmentReport>,
@@ -96,6 +100,20 @@ pub async fn check(dir: &Path, index: &Index, camera: Option<&str>, lost: &Lost)
                 break;
             }
         }
+        // A segment file that vanished after its entries were read: if the
+        // index has let it go too, retention deleted it (index first, then
+        // the file); if the index still names it, its bytes are lost.
+        if !audit.gone.is_empty() {
+            let (_, now) = index.snapshot().await?;
+            for (file, frames) in std::mem::take(&mut audit.gone) {
+                if now.iter().any(|s| s.file == file) {
+                    audit.rep.without_data += frames;
+                } else {
+                    audit.rep.removed_by_retention += frames;
+                    audit.committed.remove(&file);
+                }
+            }
+        }
         out.push(tokio::task::spawn_blocking(move || audit.finish()).await.map_err(|e| Error::Other(e.to_string()))??);
     }
     Ok(out)
@@ -111,6 +129,9 @@ struct Audit {
     files: BTreeMap<String, FileAudit>,
     prev: Option<u64>,
     lost: Vec<(u64, u64)>,
+    /// Segment files not found when their bytes were read, with how many
+    /// frames of them: retention's, or lost (see `check`).
+    gone: Vec<(String, u64)>,
 }
 
 #[derive(Default)]
@@ -130,6 +151,7 @@ impl Audit {
             files: BTreeMap::new(),
             prev: None,
             lost: Vec::new(),
+            gone: Vec::new(),
         }
     }
 
@@ -191,6 +213,13 @@ impl Audit {
         let path = self.dir.join(&r.file);
         let data = match read_range(&path, r.offset, end - r.offset) {
             Ok(Some(d)) => d,
+            Ok(None) if !path.exists() => {
+                match self.gone.iter_mut().find(|(f, _)| *f == r.file) {
+                    Some((_, n)) => *n += rows.len() as u64,
+                    None => self.gone.push((r.file.clone(), rows.len() as u64)),
+                }
+                return Ok(());
+            }
             Ok(None) => {
                 // Shorter than the index says: count what is not there.
                 fa.missing = true;

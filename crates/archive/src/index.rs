@@ -172,12 +172,15 @@ impl Index {
             .spawn(async move {
                 let db = libsql::Builder::new_local(&path).build().await.map_err(|e| Error::index("open", e))?;
                 let conn = db.connect().map_err(|e| Error::index("connect", e))?;
-                // WAL with FULL sync: a committed transaction survives a
-                // power cut. A small WAL: checkpoints often, shrinks back.
+                // Wait for locks first: opening the WAL of a writer that
+                // just stopped (or was killed) while another process reads
+                // takes a lock. WAL with FULL sync: a committed transaction
+                // survives a power cut. A small WAL: checkpoints often,
+                // shrinks back.
                 for pragma in [
+                    "PRAGMA busy_timeout=10000",
                     "PRAGMA journal_mode=WAL",
                     "PRAGMA synchronous=FULL",
-                    "PRAGMA busy_timeout=10000",
                     "PRAGMA wal_autocheckpoint=256",
                     "PRAGMA journal_size_limit=1048576",
                     // Sample tables are read in bulk (playback, check):
@@ -189,6 +192,28 @@ impl Index {
                     while rows.next().await.map_err(|e| Error::index("pragma", e))?.is_some() {}
                 }
                 migrate::prepare(&conn, &path).await?;
+                Ok::<_, Error>((db, conn))
+            })
+            .await
+            .map_err(thread_gone)??;
+        let (db, conn) = opened;
+        Ok(Index { conn: Arc::new(tokio::sync::Mutex::new(conn)), rt, _stop: stop, _db: Arc::new(db) })
+    }
+
+    /// Opens an existing index for reading only: no pragma, migration or
+    /// sync is written, so what a reader sees is exactly what the archiver
+    /// made durable (the power-cut test reads between cuts this way).
+    pub async fn open_read_only(path: &Path) -> Result<Self, Error> {
+        let (rt, stop) = index_thread()?;
+        let path = path.to_path_buf();
+        let opened = rt
+            .spawn(async move {
+                let db = libsql::Builder::new_local(&path)
+                    .flags(libsql::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .build()
+                    .await
+                    .map_err(|e| Error::index("open read-only", e))?;
+                let conn = db.connect().map_err(|e| Error::index("connect", e))?;
                 Ok::<_, Error>((db, conn))
             })
             .await

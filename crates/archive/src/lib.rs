@@ -5,20 +5,21 @@
 //! - `index`: the SQLite index: recordings with packed sample tables,
 //!   per-camera and per-segment aggregates, Kafka offsets;
 //! - `recover`: start-up repair, files cut back to what the index names;
-//! - `check`: the audit behind `vigil check`;
-//! - `claims`, `lock`: archivers sharing one archive dir split the partitions;
-//! - `archiver`: the consume loop tying them together.
+//! - `check`: the audit behind `vigil check`, of one dir or several;
+//! - `lock`: who is alive in a dir that several archivers share;
+//! - `archiver`: the archive as a stage of the runtime (`crates/stage`),
+//!   whose group splits the partitions between archivers; `run`: the role.
 //!
 //! Exactly-once (ARCHITECTURE.md): the archive owns its offsets. A flush
 //! writes and fsyncs the data (file, then directory), then commits the index
-//! rows and the next offset of every partition in one transaction. On start
-//! it repairs the files, then resumes every partition at the index's offset.
-//! Frames that arrive again (a replay, a producer resend) are recognised by
-//! (camera, seq) and dropped.
+//! rows and the next offset of every partition in one transaction, and only
+//! then publishes that progress to `vigil.archive.state`. A partition
+//! assigned to an archiver resumes at the later of its index's offset and
+//! the published one. Frames that arrive again (a replay, a producer
+//! resend) are recognised by (camera, seq) and dropped.
 
 mod archiver;
 pub mod check;
-pub mod claims;
 pub mod export;
 pub mod fmp4;
 pub mod index;
@@ -27,10 +28,12 @@ pub mod mp4;
 pub mod playback;
 pub mod recover;
 pub mod retention;
+mod run;
 pub mod writer;
 
-pub use archiver::run;
+pub use archiver::Archiver;
 use index::Index;
+pub use run::{run, stage_spec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use writer::SegmentLimits;
@@ -47,6 +50,8 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Bus(#[from] bus::Error),
+    #[error(transparent)]
+    Stage(#[from] stage::Error),
     #[error("camera {camera}: frame {seq} is in the archive already")]
     Duplicate { camera: String, seq: u64 },
     #[error("partition {partition}: the index's offset is {found:?}, expected {expected:?}: another archiver wrote it")]
@@ -73,9 +78,9 @@ pub struct ArchiveConfig {
     pub retention: retention::Retention,
     /// How often retention runs (and how long a paused archive waits).
     pub retention_interval: Duration,
-    /// How often an archiver checks its share of partitions against the
-    /// other archivers sharing its dir.
-    pub claims_interval: Duration,
+    /// This process in the archive's group (host, dir and pid: archivers
+    /// may share a dir); empty: the pid.
+    pub member: String,
 }
 
 impl ArchiveConfig {
@@ -87,7 +92,7 @@ impl ArchiveConfig {
             segment: SegmentLimits { max_bytes: 256 << 20, max_duration_us: 10 * 60 * 1_000_000 },
             retention: retention::Retention { min_free_bytes: Some(1 << 30), ..Default::default() },
             retention_interval: Duration::from_secs(10),
-            claims_interval: Duration::from_secs(1),
+            member: String::new(),
         }
     }
 }
@@ -216,6 +221,54 @@ mod tests {
         let corrupt = check::check(&d, &index, None, &Default::default()).await.unwrap();
         assert_eq!(corrupt[0].without_data, 1);
         assert!(!corrupt[0].ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Retention deleting segments (index first, then the file) while
+    /// `vigil check` runs over and over: frames whose segment vanished
+    /// between reading their entries and their bytes are retention's, not
+    /// lost data.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn check_beside_retention_raises_no_false_alarm() {
+        let d = dir("retention-race");
+        let index = std::sync::Arc::new(open_index(&d).await.unwrap());
+        // Large frames, so reading a page's bytes takes a while.
+        let mut w = Writer::new(&d, SegmentLimits { max_bytes: 150_000, max_duration_us: i64::MAX }).unwrap();
+        for seq in 0..400 {
+            w.add(&frame("c", seq, seq % 2 == 0, false, 100_000));
+            if seq % 20 == 19 {
+                index.commit(w.take().write().unwrap()).await.unwrap();
+            }
+        }
+        drop(w);
+        let deleter = tokio::spawn({
+            let (d, index) = (d.clone(), index.clone());
+            async move {
+                loop {
+                    let (_, segments) = index.snapshot().await.unwrap();
+                    // Newest first (retention goes oldest first; the check
+                    // does not care which): those are the bytes a check
+                    // reads last, so deletions land inside its window.
+                    let Some(victim) = segments.iter().max_by_key(|s| s.first_us) else { break };
+                    if segments.len() <= 2 {
+                        break;
+                    }
+                    index.delete_segment(&victim.file).await.unwrap();
+                    std::fs::remove_file(d.join(&victim.file)).unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+        });
+        let (mut checks, mut removed) = (0, 0);
+        while !deleter.is_finished() {
+            for c in check::check(&d, &index, None, &Default::default()).await.unwrap() {
+                assert_eq!((c.without_data, c.duplicates), (0, 0), "check {checks}: (without data, duplicates)");
+                removed += c.removed_by_retention;
+            }
+            checks += 1;
+        }
+        deleter.await.unwrap();
+        eprintln!("{checks} checks; {removed} frames seen going to retention mid-check");
         let _ = std::fs::remove_dir_all(&d);
     }
 

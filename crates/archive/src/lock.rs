@@ -1,21 +1,18 @@
-//! Advisory file locks (`File::try_lock`: flock on Linux) that say who is alive in an archive dir.
+//! Advisory file locks (`File::try_lock`: flock on Linux) that say which
+//! writers are alive in an archive dir.
 //!
-//! Archivers that share one archive dir coordinate through it, not through
-//! the broker: a lock is held exactly as long as its process lives (the
-//! kernel drops it the instant the process dies, SIGKILL included), so
-//! ownership can never outlive its owner and never waits for a timeout.
-//!
-//! - `<dir>/.writers/<writer id>.lock`: held by each live segment writer;
-//!   recovery and retention leave a live writer's files alone.
-//! - `<dir>/.claims/<topic>.<partition>.lock`: held by the archiver that
-//!   owns that partition (see `claims`).
+//! Archivers that share one archive dir split the partitions through their
+//! group (the broker); the dir only has to know whose files are still being
+//! written: `<dir>/.writers/<writer id>.lock` is held by each live segment
+//! writer, exactly as long as its process lives (the kernel drops it the
+//! instant the process dies, SIGKILL included). Recovery and retention
+//! leave a live writer's files alone.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 pub const WRITERS: &str = ".writers";
-pub const CLAIMS: &str = ".claims";
 
 /// A held lock; dropping it releases the lock.
 #[derive(Debug)]

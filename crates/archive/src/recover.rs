@@ -36,7 +36,7 @@ pub async fn recover(dir: &Path, index: &Index) -> Result<Recovery, Error> {
         let live = live_writers(&dir).map_err(|e| io(&dir, e))?;
         let Ok(cameras) = std::fs::read_dir(&dir) else { return Ok(r) };
         for cam in cameras.flatten() {
-            // Camera dirs only: not the lock dirs (.writers, .claims).
+            // Camera dirs only: not the lock dirs (.writers; .claims of older versions).
             if !cam.path().is_dir() || cam.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }

@@ -65,12 +65,20 @@ impl Writer {
         })
     }
 
-    /// Starts a new segment for every camera's next frame. Call it when
-    /// partitions change hands (nothing pending), so that a writer only
-    /// ever appends to its newest segment of a camera.
-    pub fn close_all(&mut self) {
-        debug_assert_eq!(self.pending_bytes, 0);
-        self.open.clear();
+    /// Starts a new segment for the next frame of every camera with
+    /// nothing pending: call it when partitions arrive, so that a writer
+    /// only ever appends to its newest segment of a camera.
+    pub fn close_idle(&mut self) {
+        self.open.retain(|camera, _| self.pending.contains_key(camera));
+    }
+
+    /// Drops what is pending of `camera` and closes its segment (the file
+    /// keeps only what was committed): its frames are someone else's now.
+    pub fn discard(&mut self, camera: &str) {
+        if let Some(p) = self.pending.remove(camera) {
+            self.pending_bytes -= p.runs.iter().map(|(_, b)| b.len()).sum::<usize>();
+        }
+        self.open.remove(camera);
     }
 
     pub fn pending_bytes(&self) -> usize {

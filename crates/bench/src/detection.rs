@@ -171,7 +171,7 @@ fn kb(p: &Path) -> String {
 /// access unit: from `input` copied, else generated (a photo of a dog and a
 /// bicycle moving over a flat background, drawn at 640x360 and scaled to
 /// `size`, 10 fps, GOP 10, no B-frames: what a camera sends).
-fn prepare_clip(input: Option<&Path>, frames: usize, size: (u32, u32), out: &Path) -> Result<()> {
+pub(crate) fn prepare_clip(input: Option<&Path>, frames: usize, size: (u32, u32), out: &Path) -> Result<()> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-v", "error", "-nostdin", "-y"]);
     match input {
@@ -207,7 +207,7 @@ fn prepare_clip(input: Option<&Path>, frames: usize, size: (u32, u32), out: &Pat
 
 /// Splits an Annex B stream whose access units each begin with an AUD
 /// (NAL type 9) into frames, as ingest delivers them. Key: holds an IDR.
-fn access_units(data: &[u8]) -> Vec<Frame> {
+pub(crate) fn access_units(data: &[u8]) -> Vec<Frame> {
     // Start codes (3-byte form; a 4-byte code's extra zero stays with the
     // unit before, which the decoder ignores) and their NAL types.
     let nals: Vec<(usize, u8)> =

@@ -5,6 +5,7 @@
 
 mod archive_path;
 mod detection;
+mod group;
 mod index;
 mod index_v1;
 mod ingest_path;
@@ -45,12 +46,17 @@ enum Bench {
     /// The detection stage (decode, preprocess, inference, NMS, tracking)
     /// beside a Python onnxruntime + numpy pipeline: frames/s and the ratio.
     Detect(detection::DetectBenchArgs),
+    /// The detector scaled out: 1 detector, then 2 in one consumer group,
+    /// over the same backlog: frames/s each and together, and the ratio.
+    Group(group::GroupBenchArgs),
     /// (Used by `live`.) WebSocket viewers measuring arrival latency.
     #[command(hide = true)]
     Viewers(live::ViewersArgs),
 }
 
 fn main() -> ExitCode {
+    // SAFETY: the first thing main does; no other thread runs yet.
+    unsafe { detect::model::disable_telemetry() };
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -84,5 +90,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::Live(a) => live::live(settings()?, a).await,
         Bench::Viewers(a) => live::viewers(a).await,
         Bench::Detect(a) => detection::detect(settings()?, a),
+        Bench::Group(a) => group::group(settings()?, a).await,
     }
 }

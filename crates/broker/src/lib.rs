@@ -3,7 +3,7 @@
 //! brokers are configured. Nothing else in vigil depends on it: every role
 //! talks to it over the Kafka protocol, exactly as to a real cluster.
 //!
-//! What it does and lacks (measured, see FINDINGS): idempotent producers and
+//! What it does and lacks (measured, see docs/measured.md): idempotent producers and
 //! consumer groups work; Kafka transactions do not; retention is enforced by
 //! its maintenance pass (only on topics that set `cleanup.policy=delete`);
 //! DeleteRecords is not implemented, so vigil never sends it here.
@@ -49,7 +49,7 @@ pub struct BrokerConfig {
 pub struct EmbeddedBroker {
     addr: SocketAddr,
     addr_file: PathBuf,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
 impl EmbeddedBroker {
@@ -84,9 +84,7 @@ impl EmbeddedBroker {
         let task = tokio::spawn(async move {
             let mut broker = broker;
             // `serve` rather than `main`: vigil owns signal handling.
-            if let Err(e) = broker.serve(tokio::time::Instant::now()).await {
-                tracing::error!(error = ?e, "embedded broker stopped");
-            }
+            broker.serve(tokio::time::Instant::now()).await.map_err(|e| format!("{e:?}"))
         });
         wait_listening(cfg.listen).await?;
         let addr_file = dir.join(ADDR_FILE);
@@ -98,6 +96,17 @@ impl EmbeddedBroker {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Resolves if the broker stops by itself (it never should while the
+    /// process runs), with why. Await it once.
+    pub async fn stopped(&mut self) -> String {
+        match (&mut self.task).await {
+            Ok(Ok(())) => "the embedded broker ended on its own".into(),
+            Ok(Err(e)) => format!("the embedded broker failed: {e}"),
+            Err(e) if e.is_panic() => "the embedded broker panicked (see the log above)".into(),
+            Err(e) => format!("the embedded broker stopped: {e}"),
+        }
     }
 }
 

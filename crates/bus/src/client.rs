@@ -23,6 +23,8 @@ pub struct KafkaConfig {
     pub max_message_bytes: usize,
     /// For topics vigil creates; -1 leaves it to the broker's default.
     pub replication_factor: i32,
+    /// How stage groups split partitions among their members.
+    pub group: crate::group::GroupSettings,
 }
 
 impl KafkaConfig {
@@ -32,6 +34,7 @@ impl KafkaConfig {
             properties: BTreeMap::new(),
             max_message_bytes: 1_000_000,
             replication_factor: -1,
+            group: Default::default(),
         }
     }
 

@@ -5,8 +5,9 @@
 
 use crate::Error;
 use crate::client::KafkaConfig;
+use crate::group::Rebalance;
 use crate::metrics::{Counter, Gauge, Metrics};
-use crate::reader::Reader;
+use crate::reader::{Polled, Reader};
 use crate::topics::TopicSpec;
 use media::{Chunk, Frame, Incomplete, Limits, Pushed, Reassembler};
 use rdkafka::Offset;
@@ -31,6 +32,14 @@ struct CameraCounters {
     frames: Counter,
     bytes: Counter,
     age: Gauge,
+}
+
+/// What a frame reader returns: a whole frame, or (a group member) a
+/// change of its partitions.
+#[derive(Debug)]
+pub enum FramePolled {
+    Frame(Delivered),
+    Rebalance(Rebalance),
 }
 
 /// A frame's identity while its chunks are being collected.
@@ -75,6 +84,12 @@ impl FrameReader {
         metrics: &Metrics,
     ) -> Result<Self, Error> {
         Ok(Self::over(Reader::assign(cfg, topic, group, from, metrics)?, metrics))
+    }
+
+    /// Joins `group` as a member (see `Reader::subscribe`): frames of the
+    /// partitions the group gives it, and its rebalances, from `poll`.
+    pub fn subscribe(cfg: &KafkaConfig, topic: &TopicSpec, group: &str, metrics: &Metrics) -> Result<Self, Error> {
+        Ok(Self::over(Reader::subscribe(cfg, topic, group, metrics)?, metrics))
     }
 
     fn over(reader: Reader, metrics: &Metrics) -> Self {
@@ -128,16 +143,51 @@ impl FrameReader {
 
     /// The next whole frame. Bad records are skipped; consumer errors are
     /// retried inside (see `Reader::recv`) unless no retry can cure them.
+    /// For a reader with its partitions assigned, not a group member.
     pub async fn next(&mut self) -> Result<Delivered, Error> {
+        loop {
+            if let FramePolled::Frame(d) = self.poll().await? {
+                return Ok(d);
+            }
+        }
+    }
+
+    /// Starts partitions the group assigned (see `Reader::start`).
+    pub fn start(&mut self, from: &HashMap<i32, Offset>) -> Result<(), Error> {
+        self.reader.start(from)
+    }
+
+    /// Stops partitions the group revoked (see `Reader::release`), and
+    /// forgets their frames still being collected: the next owner reads
+    /// them from their first chunk.
+    pub fn release(&mut self, partitions: &[i32]) -> Result<(), Error> {
+        let gone: Vec<FrameKey> =
+            self.first_chunk.iter().filter(|(_, (p, _))| partitions.contains(p)).map(|(k, _)| k.clone()).collect();
+        for key in gone {
+            self.reassembler.abandon(&key.0, key.1, key.2);
+            self.first_chunk.remove(&key);
+        }
+        self.reader.release(partitions)
+    }
+
+    pub fn assignment_lost(&self) -> bool {
+        self.reader.assignment_lost()
+    }
+
+    /// The next whole frame, or for a group member a change of its
+    /// partitions (before any frame read after it).
+    pub async fn poll(&mut self) -> Result<FramePolled, Error> {
         loop {
             if self.last_expire.elapsed() > Duration::from_secs(1) {
                 self.last_expire = Instant::now();
                 self.reassembler.expire(Instant::now());
                 self.report_problems();
             }
-            let msg = match tokio::time::timeout(Duration::from_secs(1), self.reader.recv()).await {
+            let msg = match tokio::time::timeout(Duration::from_secs(1), self.reader.poll()).await {
                 Err(_) => continue, // idle: loop to run the timeout check
-                Ok(m) => m?,
+                Ok(Ok(Polled::Record(m))) => m,
+                Ok(Ok(Polled::Rebalance(r))) => return Ok(FramePolled::Rebalance(r)),
+                Ok(Err(e)) => return Err(e),
             };
             let (partition, offset) = (msg.partition(), msg.offset());
             let chunk = match msg.payload().map(Chunk::decode) {
@@ -167,7 +217,7 @@ impl FrameReader {
                         self.first_chunk.remove(&key);
                     }
                     self.count(&frame);
-                    return Ok(Delivered { frame, partition, offset, replay_from });
+                    return Ok(FramePolled::Frame(Delivered { frame, partition, offset, replay_from }));
                 }
                 Ok(Pushed::Duplicate) => {}
                 Err(e) => self.skip_garbage(partition, offset, &e.to_string()),

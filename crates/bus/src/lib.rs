@@ -4,7 +4,8 @@
 //! - `delivery`: each guarantee turned into producer/consumer settings;
 //! - `client`: reaching the cluster, creating topics;
 //! - `reader`: the one streaming consumer, with the error policy; `frames`
-//!   (whole frames) is built on it;
+//!   (whole frames) is built on it; `group`: its consumer-group membership
+//!   (assignors, rebalances handed to the stage runtime);
 //! - `range`: bounded reads (a topic to its end, or a time window);
 //! - `table`: a compacted topic kept in memory (camera states);
 //! - `dedupe`: dropping repeated records by id, in a bounded window;
@@ -20,6 +21,7 @@ pub mod dedupe;
 pub mod delivery;
 pub mod events;
 pub mod frames;
+pub mod group;
 pub mod inspect;
 pub mod metrics;
 pub mod range;
@@ -29,9 +31,10 @@ pub mod topics;
 
 pub use client::KafkaConfig;
 pub use delivery::{Commit, Delivery};
-pub use frames::{Delivered, FrameReader, now_us};
+pub use frames::{Delivered, FramePolled, FrameReader, now_us};
+pub use group::{Assignor, GroupSettings, Rebalance};
 pub use metrics::Metrics;
-pub use reader::{Reader, Record};
+pub use reader::{Polled, Reader, Record};
 pub use topics::TopicSpec;
 
 #[derive(Debug, thiserror::Error)]

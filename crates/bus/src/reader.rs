@@ -12,14 +12,17 @@
 use crate::Error;
 use crate::client::KafkaConfig;
 use crate::delivery::Commit;
+use crate::group::{Rebalance, Rebalances};
 use crate::metrics::Metrics;
 use crate::topics::TopicSpec;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The header that carries a record's identity (`Output::send` in the
@@ -28,10 +31,12 @@ pub const ID_HEADER: &str = "vigil-id";
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Feeds librdkafka's statistics (consumer lag per partition) into metrics.
+/// Feeds librdkafka's statistics (consumer lag per partition) into
+/// metrics, and queues a group member's rebalances for its owner.
 pub struct LagContext {
     metrics: Metrics,
     group: String,
+    rebalances: Arc<Rebalances>,
 }
 
 impl ClientContext for LagContext {
@@ -52,7 +57,31 @@ impl ClientContext for LagContext {
         }
     }
 }
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for LagContext {
+    /// Queues the change for the reader's owner instead of applying it
+    /// (see `group`); only while the reader is being dropped does it
+    /// unassign at once.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if !self.rebalances.closing() => {
+                let _ = self.rebalances.tx.send(Rebalance::Assigned(partitions));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if !self.rebalances.closing() => {
+                let lost = consumer.assignment_lost();
+                let _ = self.rebalances.tx.send(Rebalance::Revoked { partitions, lost });
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {}
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let _ = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+                    _ => consumer.unassign(),
+                };
+            }
+            e => tracing::warn!(group = %self.group, error = ?e, "rebalance failed"),
+        }
+    }
+}
 
 /// One record of a topic, owned.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,6 +106,15 @@ pub struct Reader {
     /// Grows while errors repeat (across calls: callers time out `recv`),
     /// back to the minimum on the next record.
     backoff: Duration,
+    rebalances: Arc<Rebalances>,
+    rebalanced: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Rebalance>>>,
+}
+
+/// What a group member's reader returns: a record, or a change of its
+/// partitions that its owner must act on before the next record.
+pub enum Polled<'a> {
+    Record(BorrowedMessage<'a>),
+    Rebalance(Rebalance),
 }
 
 impl Reader {
@@ -95,10 +133,29 @@ impl Reader {
         Ok(reader)
     }
 
+    /// Joins `group` as a member: the group decides which partitions this
+    /// reader gets (`GroupSettings`: assignor, session timeout). Changes
+    /// come from `poll` as `Polled::Rebalance`, and take effect when the
+    /// owner calls `start` (assigned) or `release` (revoked).
+    pub fn subscribe(cfg: &KafkaConfig, topic: &TopicSpec, group: &str, metrics: &Metrics) -> Result<Self, Error> {
+        let reader = Self::create(cfg, topic, group, metrics)?;
+        reader.consumer.subscribe(&[topic.name]).map_err(|e| Error::kafka("subscribe", e))?;
+        Ok(reader)
+    }
+
     fn create(cfg: &KafkaConfig, topic: &TopicSpec, group: &str, metrics: &Metrics) -> Result<Self, Error> {
         let mut c = cfg.consumer_config(topic.delivery, group);
         c.set("statistics.interval.ms", "5000");
-        let ctx = LagContext { metrics: metrics.clone(), group: group.to_string() };
+        for (k, v) in cfg.group.consumer_settings() {
+            c.set(k, v);
+        }
+        // The user's tuning still wins (it was applied in consumer_config).
+        for (k, v) in &cfg.properties {
+            c.set(k, v);
+        }
+        let (rebalances, rebalanced) = Rebalances::new();
+        let rebalances = Arc::new(rebalances);
+        let ctx = LagContext { metrics: metrics.clone(), group: group.to_string(), rebalances: rebalances.clone() };
         let consumer = c.create_with_context(ctx).map_err(|e| Error::kafka("create consumer", e))?;
         Ok(Reader {
             consumer,
@@ -107,6 +164,8 @@ impl Reader {
             next_offset: HashMap::new(),
             errors: Throttle::new(),
             backoff: MIN_BACKOFF,
+            rebalances,
+            rebalanced: Arc::new(tokio::sync::Mutex::new(rebalanced)),
         })
     }
 
@@ -146,17 +205,58 @@ impl Reader {
         }
     }
 
+    /// For a group member (`subscribe`): the next rebalance, as soon as
+    /// librdkafka announces it, else the next record. Cancel-safe.
+    pub async fn poll(&mut self) -> Result<Polled<'_>, Error> {
+        let rebalanced = self.rebalanced.clone();
+        let mut rebalanced = rebalanced.lock().await;
+        tokio::select! {
+            biased;
+            // The sender lives in the consumer's context: never closed first.
+            Some(r) = rebalanced.recv() => Ok(Polled::Rebalance(r)),
+            m = self.recv() => m.map(Polled::Record),
+        }
+    }
+
+    /// Starts partitions the group assigned (`Rebalance::Assigned`) at the
+    /// given offsets. Eager assignors hand over the whole new assignment
+    /// at once; cooperative ones only what is added.
+    pub fn start(&mut self, from: &HashMap<i32, Offset>) -> Result<(), Error> {
+        let tpl = tpl(&self.topic, from)?;
+        match self.consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => self.consumer.incremental_assign(&tpl),
+            _ => self.consumer.assign(&tpl),
+        }
+        .map_err(|e| Error::kafka("assign", e))
+    }
+
+    /// Stops partitions the group revoked (`Rebalance::Revoked`), once the
+    /// owner has finished with them: only now may another member start
+    /// them.
+    pub fn release(&mut self, partitions: &[i32]) -> Result<(), Error> {
+        for p in partitions {
+            self.next_offset.remove(p);
+        }
+        match self.consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => {
+                let from: HashMap<i32, Offset> = partitions.iter().map(|&p| (p, Offset::Invalid)).collect();
+                self.consumer.incremental_unassign(&tpl(&self.topic, &from)?)
+            }
+            _ => self.consumer.unassign(),
+        }
+        .map_err(|e| Error::kafka("unassign", e))
+    }
+
+    /// Whether the group dropped this member (its session expired) without
+    /// the owner having seen the revocation yet.
+    pub fn assignment_lost(&self) -> bool {
+        self.consumer.assignment_lost()
+    }
+
     /// The next record, owned (for a stage that keeps it past the call).
     pub async fn next_record(&mut self) -> Result<Record, Error> {
         let m = self.recv().await?;
-        Ok(Record {
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            id: record_id(&m).map(str::to_string),
-            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            timestamp_ms: m.timestamp().to_millis(),
-        })
+        Ok(Record::of(&m))
     }
 
     /// Per partition, the offset after the last record returned.
@@ -181,6 +281,27 @@ impl Reader {
         tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next))
             .map_err(|e| Error::kafka("commit", e))?;
         self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| Error::kafka("commit", e))
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // Closing a member revokes its partitions and waits for the
+        // unassign: the callback does it from now on.
+        self.rebalances.close();
+    }
+}
+
+impl Record {
+    pub fn of(m: &BorrowedMessage<'_>) -> Self {
+        Record {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            id: record_id(m).map(str::to_string),
+            payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            timestamp_ms: m.timestamp().to_millis(),
+        }
     }
 }
 

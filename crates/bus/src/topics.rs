@@ -25,8 +25,10 @@ pub const DETECTIONS: &str = "vigil.detections";
 pub const EVENTS: &str = "vigil.events";
 pub const CAMERAS: &str = "vigil.cameras";
 pub const DETECT_STATE: &str = "vigil.detect.state";
+pub const ARCHIVE_STATE: &str = "vigil.archive.state";
 pub const VIDEO_CHUNKS: &str = "vigil.video.chunks";
 pub const VIDEO_RESULTS: &str = "vigil.video.results";
+pub const MEMBERS: &str = "vigil.members";
 
 const HOUR: i64 = 3_600_000;
 
@@ -47,7 +49,7 @@ pub mod groups {
     pub const WITH_LAG: &[&str] = &[ARCHIVE, DETECT];
 }
 
-/// The plan of DESIGN §2, with default sizes. The broker is a buffer, not the
+/// The topic plan (ARCHITECTURE.md, "Topics and guarantees"), with default sizes. The broker is a buffer, not the
 /// archive: frames are kept long enough for a stopped archiver to catch up.
 pub fn plan() -> Vec<TopicSpec> {
     use Delivery::*;
@@ -101,6 +103,14 @@ pub fn plan() -> Vec<TopicSpec> {
             retention_ms: None,
         },
         TopicSpec {
+            name: ARCHIVE_STATE,
+            key: "frames topic/partition",
+            content: "the archive's durable progress: per frames partition, the next offset some archiver's index holds",
+            delivery: LastValue,
+            partitions: 1,
+            retention_ms: None,
+        },
+        TopicSpec {
             name: VIDEO_CHUNKS,
             key: "video",
             content: "chunks of submitted video files",
@@ -115,6 +125,14 @@ pub fn plan() -> Vec<TopicSpec> {
             delivery: ExactlyOnce,
             partitions: 4,
             retention_ms: Some(30 * 24 * HOUR),
+        },
+        TopicSpec {
+            name: MEMBERS,
+            key: "group/member",
+            content: "each stage process's group and the partitions it owns, reported by the process itself",
+            delivery: LastValue,
+            partitions: 1,
+            retention_ms: None,
         },
     ]
 }
@@ -168,11 +186,11 @@ mod tests {
     #[test]
     fn plan_is_complete_and_unique() {
         let p = plan();
-        assert_eq!(p.len(), 8);
+        assert_eq!(p.len(), 10);
         let mut names = names();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 10);
         assert_eq!(p.iter().find(|s| s.name == FRAMES).unwrap().delivery, Delivery::ExactlyOnce);
         assert_eq!(p.iter().find(|s| s.name == LIVE).unwrap().delivery, Delivery::AtMostOnce);
     }

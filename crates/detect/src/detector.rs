@@ -46,6 +46,9 @@ pub struct DetectConfig {
     /// not); without, deterministic ids and consumer dedupe give the same
     /// effect.
     pub transactions: bool,
+    /// This process in the detectors' group, stable across restarts (the
+    /// transactional id's last part): host and data directory.
+    pub member: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -316,11 +319,21 @@ impl stage::Stage for Detector {
     type State = PartitionState;
     type Source = FrameReader;
 
-    fn restore(&mut self, partition: i32, state: Option<PartitionState>) {
+    async fn assign(&mut self, partition: i32, state: Option<PartitionState>) -> Result<(), stage::Error> {
         self.resumed.insert(partition, state.unwrap_or_default());
+        Ok(())
     }
 
-    fn on_input(&mut self, d: Delivered, out: &mut Output) -> Result<(), stage::Error> {
+    /// Forgets the partition's cameras (decoders, trackers) and frames of
+    /// them waiting for inference: its next owner resumes them from the
+    /// checkpoint.
+    fn revoke(&mut self, partition: i32) {
+        self.resumed.remove(&partition);
+        self.cameras.retain(|_, cam| cam.partition != partition);
+        self.batch.retain(|job| job.source.partition != partition);
+    }
+
+    async fn on_input(&mut self, d: Delivered, out: &mut Output) -> Result<(), stage::Error> {
         let source = SourceFrame { topic: topics::FRAMES.into(), partition: d.partition, offset: d.offset };
         if let Some(job) = self.take_frame(&d.frame, source, Some(d.replay_from)) {
             self.batch.push(job);
@@ -331,7 +344,7 @@ impl stage::Stage for Detector {
         Ok(())
     }
 
-    fn flush(&mut self, out: &mut Output) -> Result<(), stage::Error> {
+    async fn flush(&mut self, out: &mut Output) -> Result<(), stage::Error> {
         Ok(self.analyse(out)?)
     }
 

@@ -59,6 +59,7 @@ pub fn stage_spec(cfg: &DetectConfig, model_id: &str, frames: bus::TopicSpec) ->
     stage::StageSpec {
         name: "detect",
         instance: format!("{}/{model_id}", cfg.output_topic),
+        member: cfg.member.clone(),
         group: topics::groups::DETECT,
         input: frames,
         outputs: vec![cfg.output_topic.clone(), topics::EVENTS.into()],

@@ -224,6 +224,19 @@ static RUNTIME: Mutex<Runtime> = Mutex::new(Runtime { loaded: None, env: None })
 /// Read by ONNX Runtime when it creates its environment (see `environment`).
 pub const TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
 
+/// Turns ONNX Runtime's telemetry off for this process. Call it first
+/// thing in `main`, before any thread starts.
+///
+/// # Safety
+/// No other thread may run: setting an environment variable races with
+/// C code (librdkafka, ONNX Runtime) reading the environment.
+pub unsafe fn disable_telemetry() {
+    if std::env::var_os(TELEMETRY_VAR).is_none() {
+        // SAFETY: the caller guarantees this is the only thread.
+        unsafe { std::env::set_var(TELEMETRY_VAR, "1") };
+    }
+}
+
 /// Loads the library at `path` (once) and returns the shared environment.
 fn environment(path: &Path) -> Result<Environment, Error> {
     // Checked first, whatever is loaded: the error that says how to fix it.
@@ -246,17 +259,10 @@ fn environment(path: &Path) -> Result<Environment, Error> {
     }
     // Telemetry off. Microsoft's build has it on, and creating the
     // environment writes a device id under $HOME/.cache/Microsoft even with
-    // `with_telemetry(false)`; only this variable, read then, stops that.
-    if std::env::var_os(TELEMETRY_VAR).is_none() {
-        // SAFETY: setting a variable races with C code reading the
-        // environment on another thread (Rust's own readers take std's
-        // lock). It happens once, before the first model; glibc frees the
-        // array it replaces only if an earlier setenv allocated it, so unless
-        // the process already grew its environment, a concurrent reader still
-        // sees valid memory. A binary removes even that risk by setting the
-        // variable itself before it starts threads (then this is skipped).
-        unsafe { std::env::set_var(TELEMETRY_VAR, "1") };
-    }
+    // `with_telemetry(false)`; only TELEMETRY_VAR, read then, stops that.
+    // Setting it here would race with librdkafka's threads reading the
+    // environment: binaries set it first thing in main
+    // (`disable_telemetry`), while they have one thread.
     let env = ort::init().with_name("vigil").with_telemetry(false).build().map_err(Error::Runtime)?;
     rt.env = Some(env.clone());
     Ok(env)

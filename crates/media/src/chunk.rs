@@ -184,6 +184,12 @@ impl Reassembler {
         Ok(Pushed::Frame(Frame { meta: p.meta, payload: p.buf }))
     }
 
+    /// Forgets a frame still being collected, without reporting it: its
+    /// partition moved to another reader, which reads it whole again.
+    pub fn abandon(&mut self, camera: &str, stream: crate::Stream, seq: u64) {
+        self.remove(&(camera.to_string(), stream, seq));
+    }
+
     /// Gives up frames older than the timeout.
     pub fn expire(&mut self, now: Instant) {
         while let Some(key) = self.order.front() {

@@ -4,32 +4,39 @@
 //! for vigil). It declares, in a `StageSpec`, its input topic and group
 //! (names from the topic plan), its outputs, its state topic (a compacted
 //! `vigil.<stage>.state`) and where partitions without a checkpoint start;
-//! its own logic is a `Stage`: a state machine fed one input at a time,
-//! told to flush buffered work, and asked for its state per input
-//! partition. The runtime does the rest, in one place:
+//! its own logic is a `Stage`: a state machine given partitions and their
+//! state, fed one input at a time, told to flush buffered work, asked for
+//! its state per input partition, and told to drop a partition. The
+//! runtime does the rest, in one place:
 //!
-//! - **consuming** (`Source`: whole frames or plain records, the error
-//!   policy of `bus::Reader`);
-//! - **checkpoints**: every `checkpoint_interval`, and when it stops, it
-//!   flushes the stage, waits until *every* output record so far is
-//!   acknowledged, then writes per input partition `{offsets, state}` to
-//!   the state topic (Arroyo's barrier: nothing before the checkpoint is
-//!   unacknowledged when it lands), and commits the offsets to the group
-//!   for lag metrics;
-//! - **restore**: on start it reads the newest checkpoint of each
-//!   partition, hands the stage its state and reads on from the stored
-//!   offset (at-most-once inputs always start at the end: nothing is
-//!   replayed for a viewer);
+//! - **scale-out**: the process is a member of the stage's consumer group;
+//!   N processes split the input's partitions, and when one dies or joins
+//!   the group moves partitions (`bus::group`);
+//! - **assignment**: for each partition the group gives it, the runtime
+//!   reads its newest checkpoint, hands the stage that state and reads on
+//!   from the stored offset (at-most-once inputs always start at the end);
+//! - **revocation**: before a partition leaves, the runtime flushes the
+//!   stage, waits until every output so far is acknowledged, checkpoints,
+//!   tells the stage to drop the partition, and only then lets the group
+//!   move it: the next owner resumes exactly where this one stopped. A
+//!   member the group has already dropped (its session expired) writes no
+//!   checkpoint for what it lost;
+//! - **checkpoints**: also every `checkpoint_interval` and when it stops:
+//!   flush, wait until *every* output record so far is acknowledged, then
+//!   write per input partition `{offsets, state}` to the state topic
+//!   (nothing before a checkpoint is unacknowledged when it lands);
 //! - **restart**: an error a retry may cure (Kafka, a delivery) drops the
-//!   stage and builds a fresh one from the last checkpoint, with backoff;
-//!   one that no retry cures (a bad model, a bad setting) ends the run;
+//!   stage and builds a fresh one, which rejoins the group and resumes
+//!   from the checkpoints, with backoff; one that no retry cures (a bad
+//!   model, a bad setting) ends the run;
 //! - **identity**: outputs carry their id in a `vigil-id` header; since a
-//!   restarted stage republishes what followed its checkpoint, stages
-//!   must be deterministic and ids derived from inputs, so consumers drop
-//!   the copies (`bus::dedupe`);
+//!   restarted stage, or the next owner of a partition, republishes what
+//!   followed the last checkpoint, stages must be deterministic and ids
+//!   derived from inputs, so consumers drop the copies (`bus::dedupe`);
 //! - **transactions** where the broker has them: outputs, the checkpoint
 //!   and the input offsets of each interval commit in one Kafka
-//!   transaction, and a restarted stage fences its dead predecessor.
+//!   transaction, with the group's metadata (KIP-447): a member the group
+//!   has moved on from cannot commit.
 //!
 //! A stage runs on a thread of its own with a single-threaded async
 //! runtime: stages do long CPU work (decoding, inference) that must not
@@ -44,11 +51,12 @@ mod source;
 pub use checkpoint::Checkpoint;
 pub use output::Output;
 pub use runner::run;
-pub use source::Source;
+pub use source::{Input, Source};
 
 use bus::TopicSpec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What a stage reads, writes and keeps: its declaration.
@@ -56,10 +64,14 @@ use std::time::Duration;
 pub struct StageSpec {
     /// The stage in logs and metrics (`detect`).
     pub name: &'static str,
-    /// This instance's identity: the prefix of its checkpoint keys and its
-    /// transactional id. Two processes of one instance resume from the
-    /// same checkpoints (and, with transactions, fence each other).
+    /// The stage's identity, shared by every member of its group: the
+    /// prefix of its checkpoint keys (`<instance>/<partition>`), so whoever
+    /// owns a partition resumes from its checkpoint.
     pub instance: String,
+    /// This process in the group, stable across its restarts (host and
+    /// data directory): its transactional id, so a restarted member fences
+    /// its dead predecessor's open transaction.
+    pub member: String,
     /// The consumer group, from `bus::topics::groups`.
     pub group: &'static str,
     /// The input topic, with the partition count it has on the broker.
@@ -85,25 +97,34 @@ pub enum Start {
     End,
 }
 
-/// A stage's own logic, without Kafka: fed inputs in order within a
-/// partition, it sends outputs through `Output` and keeps state per input
-/// partition.
+/// A stage's own logic, without Kafka: given partitions with their state,
+/// fed inputs in order within a partition, it sends outputs through
+/// `Output` and keeps state per input partition.
+///
+/// Methods that may wait on I/O are async; a stage runs alone on a
+/// single-threaded runtime, so its futures need not be `Send`.
+#[allow(async_fn_in_trait)]
 pub trait Stage {
     /// What it keeps per input partition, checkpointed with the offset.
     type State: Serialize + DeserializeOwned + Send + 'static;
     /// Its input: `bus::FrameReader` (whole frames) or `bus::Reader` (records).
     type Source: Source;
 
-    /// Before the first input: the checkpointed state of each partition
-    /// (`None`: no checkpoint, start afresh).
-    fn restore(&mut self, partition: i32, state: Option<Self::State>);
+    /// The group gave this process `partition`: its checkpointed state
+    /// (`None`: no checkpoint, start afresh), before its first input.
+    async fn assign(&mut self, partition: i32, state: Option<Self::State>) -> Result<(), Error>;
+
+    /// `partition` leaves this process (its checkpoint is stored, unless
+    /// the group had already dropped the process): forget its state and
+    /// any input of it still buffered.
+    fn revoke(&mut self, partition: i32);
 
     /// One input.
-    fn on_input(&mut self, input: <Self::Source as Source>::Item, out: &mut Output) -> Result<(), Error>;
+    async fn on_input(&mut self, input: <Self::Source as Source>::Item, out: &mut Output) -> Result<(), Error>;
 
     /// No input is waiting, or a checkpoint is due: finish buffered work
     /// (a half-filled batch), so the checkpoint after it covers it.
-    fn flush(&mut self, _out: &mut Output) -> Result<(), Error> {
+    async fn flush(&mut self, _out: &mut Output) -> Result<(), Error> {
         Ok(())
     }
 
@@ -111,6 +132,33 @@ pub trait Stage {
     /// restart must read again from even though the source has passed it
     /// (the start of a GOP still being decoded).
     fn checkpoint(&mut self, partition: i32) -> (Self::State, Option<i64>);
+
+    /// **Sinks that own their progress** (the archive, whose index stores
+    /// the next offset of each partition with the data, in one local
+    /// transaction) implement the three below; other stages leave them.
+    ///
+    /// Where the sink's own store says `partition` resumes (`None`: it
+    /// holds nothing of it). The runtime starts the partition at the later
+    /// of this and its checkpoint, which another member may have written
+    /// from another store.
+    async fn stored_offset(&mut self, _partition: i32) -> Result<Option<i64>, Error> {
+        Ok(None)
+    }
+
+    /// Makes every input so far durable in the sink's store together with
+    /// each owned partition's next offset. The runtime calls it at every
+    /// checkpoint, before the checkpoint is published and before a revoked
+    /// partition moves: the published checkpoint never runs ahead of
+    /// what the store holds.
+    async fn commit(&mut self, _next: &BTreeMap<i32, i64>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Whether the stage wants a checkpoint now, before the interval
+    /// (a sink holding many bytes in memory).
+    fn checkpoint_due(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -87,6 +87,15 @@ impl Output {
         }
     }
 
+    /// Queues an informational record (a member report) that nothing
+    /// waits for: a checkpoint never depends on it, and a refusal is only
+    /// logged.
+    pub(crate) fn send_untracked(&self, topic: &str, key: &str, payload: &[u8]) {
+        if let Err((e, _)) = self.producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+            tracing::debug!(topic, error = %e, "report not queued");
+        }
+    }
+
     /// Waits for every queued record's acknowledgement. Gives up once the
     /// stage is stopping and an acknowledgement is slow (the broker may be
     /// gone for good): the next run starts from the last checkpoint.
@@ -105,6 +114,20 @@ impl Output {
             }
         }
         Ok(())
+    }
+
+    /// The group dropped this member: with transactions, what the open
+    /// transaction holds is aborted (another member redoes it). Without,
+    /// records already sent stay: the next owner publishes the same ones
+    /// again, with the same ids, and consumers drop the copies.
+    pub(crate) fn abandon(&mut self) {
+        if self.transactional {
+            let _ = self.producer.abort_transaction(TXN_TIMEOUT);
+            self.pending.clear();
+            if let Err(e) = self.producer.begin_transaction() {
+                tracing::warn!(error = %e, "could not open the next transaction after an abort");
+            }
+        }
     }
 
     /// Commits the open transaction with the input `offsets` of `group`,

@@ -1,10 +1,11 @@
-//! The loop every stage runs in: restore, consume, flush, checkpoint,
+//! The loop every stage runs in: join the group, take partitions with
+//! their checkpoints, consume, flush, checkpoint, hand partitions over,
 //! restart.
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::{Error, Output, Source, Stage, StageSpec, Start, TRANSACTION_MAX};
-use bus::metrics::{Counter, Histogram};
-use bus::{Delivery, KafkaConfig, Metrics};
+use crate::{Error, Input, Output, Source, Stage, StageSpec, Start, TRANSACTION_MAX};
+use bus::metrics::{Counter, Gauge, Histogram};
+use bus::{Delivery, KafkaConfig, Metrics, Rebalance};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -22,6 +23,9 @@ struct Counters {
     checkpoints: Counter,
     checkpoint_seconds: Histogram,
     restarts: Counter,
+    rebalances: Counter,
+    rejoins: Counter,
+    assigned: Gauge,
 }
 
 /// Runs the stage built by `make` until `shutdown` resolves, on a thread of
@@ -78,6 +82,7 @@ async fn supervise<S: Stage>(
     stop: Arc<AtomicBool>,
 ) -> Result<(), Error> {
     let labels = [("stage", spec.name)];
+    let topic_labels = [("stage", spec.name), ("topic", spec.input.name)];
     let c = Counters {
         inputs: metrics.counter("vigil_stage_inputs_total", "Inputs (frames or records) a stage consumed.", &labels),
         checkpoints: metrics.counter(
@@ -95,6 +100,21 @@ async fn supervise<S: Stage>(
             "vigil_stage_restarts_total",
             "Times a stage restarted from its last checkpoint after an error.",
             &labels,
+        ),
+        rebalances: metrics.counter(
+            "vigil_stage_rebalances_total",
+            "Partitions assigned to or revoked from this process by its group (each change counts once).",
+            &topic_labels,
+        ),
+        rejoins: metrics.counter(
+            "vigil_stage_rejoins_total",
+            "Times this process left and rejoined its group because partitions were owned by no live member.",
+            &topic_labels,
+        ),
+        assigned: metrics.gauge(
+            "vigil_stage_assigned_partitions",
+            "Input partitions this process owns now.",
+            &topic_labels,
         ),
     };
     let mut backoff = Duration::from_millis(500);
@@ -128,17 +148,22 @@ async fn supervise<S: Stage>(
     }
 }
 
-/// Where each input partition starts: its checkpoint, else the start policy.
+/// Where each of `partitions` starts: the later of its checkpoint and the
+/// stage's own stored offset, else the start policy.
 fn starts<T>(
     spec: &StageSpec,
+    partitions: &[i32],
     saved: &BTreeMap<i32, Checkpoint<T>>,
+    stored: &BTreeMap<i32, i64>,
     marks: &BTreeMap<i32, (i64, i64)>,
 ) -> BTreeMap<i32, i64> {
     // At-most-once inputs are never replayed: they start at the end.
     let live = spec.input.delivery == Delivery::AtMostOnce;
-    (0..spec.input.partitions)
-        .map(|p| {
-            let stored = saved.get(&p).and_then(|c| c.offsets.get(spec.input.name)).copied();
+    partitions
+        .iter()
+        .map(|&p| {
+            let checkpointed = saved.get(&p).and_then(|c| c.offsets.get(spec.input.name)).copied();
+            let stored = checkpointed.max(stored.get(&p).copied());
             let (low, high) = marks.get(&p).copied().unwrap_or((0, 0));
             let at = match (stored, live, spec.start) {
                 (Some(o), false, _) => o,
@@ -150,6 +175,16 @@ fn starts<T>(
         .collect()
 }
 
+/// The partitions this process owns now.
+#[derive(Default)]
+struct Owned {
+    /// Per partition, the source's position as of the last checkpoint (the
+    /// offset stored may be held back further by the stage).
+    position: BTreeMap<i32, i64>,
+    /// Per partition, the checkpoint last written, not to write it again.
+    stored: BTreeMap<i32, Vec<u8>>,
+}
+
 async fn run_once<S: Stage>(
     spec: &StageSpec,
     kafka: &KafkaConfig,
@@ -159,14 +194,194 @@ async fn run_once<S: Stage>(
     c: &Counters,
 ) -> Result<(), Error> {
     // The producer first: with transactions, making it fences an older
-    // process of this instance, so no checkpoint lands after the read below.
+    // process of this member, so its open transaction is aborted before
+    // any checkpoint is read.
     let mut outputs = spec.outputs.clone();
     outputs.push(spec.state.name.to_string());
-    let txn_id = spec.transactions.then(|| format!("vigil-{}/{}", spec.name, spec.instance));
+    let txn_id = spec.transactions.then(|| format!("vigil-{}/{}/{}", spec.name, spec.instance, spec.member));
     let mut out = Output::new(kafka, outputs, txn_id.as_deref(), stop.clone())?;
+    let mut source = S::Source::subscribe(kafka, &spec.input, spec.group, metrics)?;
+    tracing::info!(stage = spec.name, instance = %spec.instance, group = spec.group, "stage joining its group on {}", spec.input.name);
+    let mut owned = Owned::default();
+    c.assigned.set(0.0);
+    let (orphans_tx, mut orphans) = tokio::sync::watch::channel((Vec::new(), false));
+    let _watcher = AbortOnDrop(tokio::spawn(watch_members(spec.clone(), kafka.clone(), orphans_tx)));
+    // Since when partitions have been owned by no live member, as far as
+    // this process acts on it (see `bus::group::unowned`).
+    let mut orphaned_since: Option<Instant> = None;
+    let grace = Duration::from_millis(kafka.group.session_timeout_ms.into());
+    let mut reported = Instant::now();
+    let mut last = Instant::now();
+    let mut wait = IDLE;
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(wait, source.next()).await {
+            Ok(Ok(Input::Item(input))) => {
+                stage.on_input(input, &mut out).await?;
+                c.inputs.inc();
+                // More inputs go in at once only while they are waiting.
+                wait = Duration::ZERO;
+                if stage.checkpoint_due() {
+                    checkpoint(spec, stage, &source, &mut out, &mut owned).await?;
+                    c.checkpoints.inc();
+                    last = Instant::now();
+                }
+            }
+            Ok(Ok(Input::Rebalance(Rebalance::Assigned(partitions)))) => {
+                assign(spec, kafka, stage, &mut source, &mut owned, &partitions).await?;
+                orphaned_since = None;
+                c.rebalances.inc();
+                c.assigned.set(owned.position.len() as f64);
+                report(spec, &mut out, &owned)?;
+                reported = Instant::now();
+            }
+            Ok(Ok(Input::Rebalance(Rebalance::Revoked { partitions, lost }))) => {
+                if lost {
+                    tracing::warn!(
+                        stage = spec.name,
+                        ?partitions,
+                        "the group dropped this member: its partitions move without a checkpoint from here"
+                    );
+                    out.abandon();
+                } else {
+                    checkpoint(spec, stage, &source, &mut out, &mut owned).await?;
+                    c.checkpoints.inc();
+                }
+                for p in &partitions {
+                    stage.revoke(*p);
+                    owned.position.remove(p);
+                    owned.stored.remove(p);
+                }
+                source.release(&partitions)?;
+                orphaned_since = None;
+                tracing::info!(stage = spec.name, ?partitions, "partitions released");
+                c.rebalances.inc();
+                c.assigned.set(owned.position.len() as f64);
+                report(spec, &mut out, &owned)?;
+                reported = Instant::now();
+                last = Instant::now();
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                stage.flush(&mut out).await?;
+                wait = IDLE;
+            }
+        }
+        if orphans.has_changed().unwrap_or(false) {
+            let (unowned, first) = orphans.borrow_and_update().clone();
+            orphaned_since = match (unowned.is_empty() || !first, orphaned_since) {
+                (true, _) => None,
+                (false, since) => since.or(Some(Instant::now())),
+            };
+        }
+        if orphaned_since.is_some_and(|t| t.elapsed() >= grace) {
+            // The group left partitions with a member that is gone (tansu
+            // 0.6 does, when the group's leader dies): leave and join again,
+            // so the group deals every partition anew.
+            tracing::warn!(
+                stage = spec.name,
+                group = spec.group,
+                "partitions of {} are owned by no live member: rejoining the group",
+                spec.input.name
+            );
+            checkpoint(spec, stage, &source, &mut out, &mut owned).await?;
+            for p in std::mem::take(&mut owned).position.into_keys() {
+                stage.revoke(p);
+            }
+            drop(source);
+            source = S::Source::subscribe(kafka, &spec.input, spec.group, metrics)?;
+            orphaned_since = None;
+            c.rejoins.inc();
+            c.assigned.set(0.0);
+            report(spec, &mut out, &owned)?;
+            last = Instant::now();
+        }
+        if reported.elapsed() >= bus::group::MEMBER_REPORT_INTERVAL {
+            report(spec, &mut out, &owned)?;
+            reported = Instant::now();
+        }
+        if last.elapsed() >= spec.checkpoint_interval {
+            let started = Instant::now();
+            checkpoint(spec, stage, &source, &mut out, &mut owned).await?;
+            c.checkpoints.inc();
+            c.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+            last = Instant::now();
+        }
+    }
+    report(spec, &mut out, &Owned::default())?;
+    checkpoint(spec, stage, &source, &mut out, &mut owned).await?;
+    c.checkpoints.inc();
+    c.assigned.set(0.0);
+    // Dropping the source leaves the group: its partitions move at once.
+    Ok(())
+}
+
+/// This process's name in its group's reports.
+fn member_name(spec: &StageSpec) -> String {
+    if spec.member.is_empty() { format!("pid-{}", std::process::id()) } else { spec.member.clone() }
+}
+
+/// Reads the group's member reports every report interval and tells the
+/// loop which input partitions no live member owns, and whether this
+/// process is the one to act.
+async fn watch_members(spec: StageSpec, kafka: KafkaConfig, tx: tokio::sync::watch::Sender<(Vec<i32>, bool)>) {
+    let me = member_name(&spec);
+    loop {
+        tokio::time::sleep(bus::group::MEMBER_REPORT_INTERVAL).await;
+        let k = kafka.clone();
+        let read = tokio::task::spawn_blocking(move || bus::group::read_members(&k, 1, Duration::from_secs(3))).await;
+        let Ok(Ok(reports)) = read else { continue }; // no verdict this time
+        let verdict = bus::group::unowned(
+            &reports,
+            spec.group,
+            spec.input.name,
+            spec.input.partitions,
+            &me,
+            bus::now_us() / 1000,
+        );
+        if tx.send(verdict).is_err() {
+            return;
+        }
+    }
+}
+
+/// Ends a task when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Tells `vigil topics` (through `vigil.members`) which partitions this
+/// process owns now. Best effort: nothing waits for it.
+fn report(spec: &StageSpec, out: &mut Output, owned: &Owned) -> Result<(), Error> {
+    let r = bus::group::MemberReport {
+        group: spec.group.to_string(),
+        member: member_name(spec),
+        stage: spec.name.to_string(),
+        topic: spec.input.name.to_string(),
+        partitions: owned.position.keys().copied().collect(),
+        at_ms: bus::now_us() / 1000,
+    };
+    let payload = serde_json::to_vec(&r).map_err(|e| Error::Config(format!("member report: {e}")))?;
+    out.send_untracked(bus::topics::MEMBERS, &r.key(), &payload);
+    Ok(())
+}
+
+/// Reads the checkpoints of newly assigned partitions, hands the stage
+/// their state and starts reading them where it stopped.
+async fn assign<S: Stage>(
+    spec: &StageSpec,
+    kafka: &KafkaConfig,
+    stage: &mut S,
+    source: &mut S::Source,
+    owned: &mut Owned,
+    partitions: &[i32],
+) -> Result<(), Error> {
     let (k, state_topic, instance, input) =
         (kafka.clone(), spec.state.clone(), spec.instance.clone(), spec.input.name.to_string());
-    let partitions: Vec<i32> = (0..spec.input.partitions).collect();
+    let parts = partitions.to_vec();
     let (mut saved, marks) = tokio::task::spawn_blocking(move || {
         // The state topic as it is on the broker (its partition count may
         // differ from the plan's).
@@ -176,77 +391,78 @@ async fn run_once<S: Stage>(
             ..state_topic
         };
         let saved = checkpoint::read::<S::State>(&k, &state_topic, &instance, &input, RESTORE_TIMEOUT)?;
-        let marks = bus::range::watermarks(&k, &input, &partitions)?;
+        let marks = bus::range::watermarks(&k, &input, &parts)?;
         Ok::<_, bus::Error>((saved, marks))
     })
     .await
     .map_err(|e| Error::Config(format!("restore: {e}")))??;
-    // Per partition, the source's position as of the last checkpoint (the
-    // offset stored may be held back further by the stage).
-    let mut position = starts(spec, &saved, &marks);
-    for &p in position.keys() {
-        stage.restore(p, saved.remove(&p).map(|c| c.state));
-    }
-    tracing::info!(stage = spec.name, instance = %spec.instance, from = ?position, "stage reading {}", spec.input.name);
-    let from: HashMap<i32, Offset> = position.iter().map(|(&p, &o)| (p, Offset::Offset(o))).collect();
-    let mut source = S::Source::open(kafka, &spec.input, spec.group, &from, metrics)?;
-    let mut stored: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
-    let mut last = Instant::now();
-    let mut wait = IDLE;
-    while !stop.load(Ordering::Relaxed) {
-        match tokio::time::timeout(wait, source.next()).await {
-            Ok(input) => {
-                stage.on_input(input?, &mut out)?;
-                c.inputs.inc();
-                // More inputs go in at once only while they are waiting.
-                wait = Duration::ZERO;
-            }
-            Err(_) => {
-                stage.flush(&mut out)?;
-                wait = IDLE;
-            }
-        }
-        if last.elapsed() >= spec.checkpoint_interval {
-            let started = Instant::now();
-            checkpoint(spec, stage, &source, &mut out, &mut position, &mut stored).await?;
-            c.checkpoints.inc();
-            c.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
-            last = Instant::now();
+    // A sink that owns its progress may be further on than the
+    // checkpoint (it committed, then died before publishing), or behind
+    // it (another member's store took the partition on meanwhile).
+    let mut stored = BTreeMap::new();
+    for &p in partitions {
+        if let Some(o) = stage.stored_offset(p).await? {
+            stored.insert(p, o);
         }
     }
-    checkpoint(spec, stage, &source, &mut out, &mut position, &mut stored).await?;
-    c.checkpoints.inc();
+    let at = starts(spec, partitions, &saved, &stored, &marks);
+    for (&p, &o) in &at {
+        stage.assign(p, saved.remove(&p).map(|c| c.state)).await?;
+        owned.position.insert(p, o);
+    }
+    tracing::info!(stage = spec.name, instance = %spec.instance, from = ?at, "partitions assigned");
+    let from: HashMap<i32, Offset> = at.iter().map(|(&p, &o)| (p, Offset::Offset(o))).collect();
+    source.start(&from)?;
     Ok(())
 }
 
 /// Flushes the stage, waits for every output so far, then stores each
-/// partition's state with its offset (unchanged ones are not written
-/// again). With transactions the records, the checkpoint and the offsets
-/// commit together instead.
+/// owned partition's state with its offset (unchanged ones are not
+/// written again). With transactions the records, the checkpoint and the
+/// offsets commit together instead. A member the group has dropped
+/// writes nothing: it restarts and rejoins.
 async fn checkpoint<S: Stage>(
     spec: &StageSpec,
     stage: &mut S,
     source: &S::Source,
     out: &mut Output,
-    position: &mut BTreeMap<i32, i64>,
-    stored: &mut BTreeMap<i32, Vec<u8>>,
+    owned: &mut Owned,
 ) -> Result<(), Error> {
-    stage.flush(out)?;
+    stage.flush(out).await?;
     if !out.transactional() {
         out.wait_delivered().await?;
+    }
+    let lost = || {
+        Error::Bus(bus::Error::Other(format!(
+            "{}: the group dropped this member (session expired); rejoining without a checkpoint",
+            spec.group
+        )))
+    };
+    if source.assignment_lost() {
+        return Err(lost());
     }
     let positions = source.resume_offsets();
     let mut offsets = TopicPartitionList::new();
     let mut written = Vec::new();
-    for (&p, offset) in position.iter_mut() {
+    let mut states = Vec::new();
+    for (&p, offset) in owned.position.iter_mut() {
         let (state, hold) = stage.checkpoint(p);
         if let Some(&o) = positions.get(&p) {
             *offset = o;
         }
-        let resume = hold.map_or(*offset, |h| h.min(*offset));
+        states.push((p, state, hold.map_or(*offset, |h| h.min(*offset))));
+    }
+    // A sink's own store first: the checkpoint never runs ahead of it.
+    stage.commit(&states.iter().map(|&(p, _, resume)| (p, resume)).collect()).await?;
+    // A slow commit may outlast the session: then another member may own
+    // the partitions already, and this one's checkpoint must not land.
+    if source.assignment_lost() {
+        return Err(lost());
+    }
+    for (p, state, resume) in states {
         let cp = Checkpoint { offsets: BTreeMap::from([(spec.input.name.to_string(), resume)]), state };
         let bytes = serde_json::to_vec(&cp).map_err(|e| Error::Config(format!("{} state: {e}", spec.name)))?;
-        if stored.get(&p) != Some(&bytes) {
+        if owned.stored.get(&p) != Some(&bytes) {
             let key = checkpoint::key(&spec.instance, p);
             out.send(spec.state.name, &key, &key, &bytes)?;
             written.push((p, bytes));
@@ -266,7 +482,7 @@ async fn checkpoint<S: Stage>(
             }
         }
     }
-    stored.extend(written);
+    owned.stored.extend(written);
     Ok(())
 }
 
@@ -279,6 +495,7 @@ mod tests {
         StageSpec {
             name: "t",
             instance: "t".into(),
+            member: "m".into(),
             group: "g",
             input: input.clone(),
             outputs: vec![],
@@ -300,7 +517,15 @@ mod tests {
             (Delivery::AtMostOnce, Start::Beginning, [(0, 20), (1, 30), (2, 0)]),
         ];
         for (d, start, want) in cases {
-            assert_eq!(starts(&spec(d, start), &saved, &marks), BTreeMap::from(want), "{d:?} {start:?}");
+            let at = starts(&spec(d, start), &[0, 1, 2], &saved, &BTreeMap::new(), &marks);
+            assert_eq!(at, BTreeMap::from(want), "{d:?} {start:?}");
         }
+        // A sink's own offsets: the later of them and the checkpoint wins.
+        let stored = BTreeMap::from([(0, 5), (1, 12)]);
+        let at = starts(&spec(Delivery::ExactlyOnce, Start::Beginning), &[0, 1, 2], &saved, &stored, &marks);
+        assert_eq!(at, BTreeMap::from([(0, 7), (1, 12), (2, 0)]));
+        let stored = BTreeMap::from([(0, 9)]);
+        let at = starts(&spec(Delivery::ExactlyOnce, Start::End), &[0], &saved, &stored, &marks);
+        assert_eq!(at, BTreeMap::from([(0, 9)]));
     }
 }

@@ -82,6 +82,9 @@ pub async fn run(s: &Settings, camera: Option<&str>, json: bool) -> Result<()> {
             for (a, b) in r.missing_ranges.iter().take(10) {
                 println!("    missing seq {a}..={b}");
             }
+            if r.removed_by_retention > 0 {
+                println!("    {} frames deleted by retention while the check ran", r.removed_by_retention);
+            }
         }
     }
     let bad: Vec<&str> = report.iter().filter(|r| !r.ok()).map(|r| r.camera.as_str()).collect();

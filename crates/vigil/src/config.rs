@@ -28,6 +28,8 @@ pub struct File {
     #[serde(default)]
     pub broker: BrokerSection,
     #[serde(default)]
+    pub groups: GroupsSection,
+    #[serde(default)]
     pub metrics: MetricsSection,
     #[serde(default)]
     pub ingest: IngestSection,
@@ -48,6 +50,15 @@ pub struct File {
 pub struct BrokerSection {
     pub listen: Option<SocketAddr>,
     pub maintenance_interval_s: Option<u64>,
+}
+
+/// `[groups]`: how the stages' consumer groups split partitions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsSection {
+    /// "range" (default), "roundrobin" or "cooperative-sticky".
+    pub assignor: Option<String>,
+    pub session_timeout_ms: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,8 +260,18 @@ impl Settings {
             users_file: w.users_file.clone().unwrap_or_else(|| data_dir.join("users.toml")),
             tls,
         };
-        let detect = detect_config(&file.detect)?;
+        let mut detect = detect_config(&file.detect)?;
+        detect.member = member_name(&data_dir);
+        // Archivers may share a dir: the pid tells them apart.
+        archive.member = format!("{}:pid{}", member_name(&data_dir), std::process::id());
         let mut kafka = KafkaConfig::new(brokers.clone().unwrap_or_default());
+        if let Some(a) = &file.groups.assignor {
+            kafka.group.assignor = bus::Assignor::parse(a).map_err(|e| anyhow!("groups.assignor = {e}"))?;
+        }
+        if let Some(ms) = file.groups.session_timeout_ms {
+            kafka.group.session_timeout_ms = ms;
+        }
+        kafka.group.check().map_err(|e| anyhow!("groups.{e}"))?;
         kafka.properties = file.kafka;
         kafka.check_properties().map_err(|e| anyhow!(e))?;
         kafka.max_message_bytes = max_message_bytes;
@@ -359,7 +380,16 @@ fn detect_config(d: &DetectSection) -> Result<detect::DetectConfig> {
         output_topic: bus::topics::DETECTIONS.to_string(),
         checkpoint_interval: std::time::Duration::from_millis(interval),
         transactions: d.transactions.unwrap_or(false),
+        member: String::new(),
     })
+}
+
+/// This process's name in the stages' groups, the same after a restart:
+/// the host and the data directory (one process per data directory).
+fn member_name(data_dir: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let dir = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    format!("{}:{}", host.trim(), dir.display())
 }
 
 fn parse_file(p: &Path) -> Result<File> {
@@ -450,6 +480,8 @@ mod tests {
             ("[detect]\nmax_age = 0", "detect.max_age"),
             ("[detect]\ncheckpoint_interval_ms = 5", "detect.checkpoint_interval_ms"),
             ("[detect]\nmodle = \"x.onnx\"", "modle"),
+            ("[groups]\nassignor = \"sticky\"", "groups.assignor"),
+            ("[groups]\nsession_timeout_ms = 10", "groups.session_timeout_ms"),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", load(text, &[]).unwrap_err());

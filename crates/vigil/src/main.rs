@@ -17,6 +17,8 @@ use vigil::cli::{self, Cli, Command};
 use vigil::config::{self, Settings};
 
 fn main() -> ExitCode {
+    // SAFETY: the first thing main does; no other thread runs yet.
+    unsafe { detect::model::disable_telemetry() };
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -256,9 +258,19 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
     let (cfg, kafka, plan) = (ingest_config(&s, None), s.kafka.clone(), s.plan.clone());
     let stop = stopped(stop_rx);
     roles.spawn("ingest", async move { Ok(ingest::run(cfg, kafka, plan, metrics, stop).await?) });
+    // The embedded broker is supervised like a role: without it every
+    // role stalls, so its end ends `up` too.
+    let mut embedded = embedded;
+    let broker_down = async {
+        match embedded.as_mut() {
+            Some(b) => b.stopped().await,
+            None => std::future::pending().await,
+        }
+    };
     let failed = tokio::select! {
         _ = shutdown_signal() => None,
         f = roles.next_end() => Some(f),
+        why = broker_down => Some(("broker", why)),
     };
     let _ = stop_tx.send(true);
     let mut first = failed.clone().map(|(role, why)| anyhow::anyhow!("{role} stopped: {why}"));
@@ -397,7 +409,7 @@ fn archive_role(
     let (cfg, kafka) = (s.archive.clone(), s.kafka.clone());
     async move {
         let partitions = partitions_of(&kafka, topic.name).await?;
-        archive::run(cfg, kafka, topic, partitions, metrics, shutdown).await?;
+        archive::run(cfg, kafka, bus::TopicSpec { partitions, ..topic }, metrics, shutdown).await?;
         Ok(())
     }
 }
@@ -423,9 +435,11 @@ async fn run_broker(mut s: Settings) -> Result<()> {
     let metrics = Metrics::default();
     let _m = serve_metrics(&metrics, s.metrics_addr("127.0.0.1:9465")).await?;
     println!("vigil broker listening on {} (data in {})", b.addr(), s.data_dir.join("broker.db").display());
-    shutdown_signal().await;
-    drop(b);
-    Ok(())
+    let mut b = b;
+    tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        why = b.stopped() => Err(anyhow::anyhow!(why)),
+    }
 }
 
 async fn run_ingest(s: Settings, ack_log: Option<std::path::PathBuf>) -> Result<()> {
@@ -460,4 +474,33 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A role that panics, one that ends by itself and one that fails are
+    /// each reported, by name, as the end of `vigil up`.
+    #[tokio::test]
+    async fn a_role_that_panics_or_ends_ends_up() {
+        let forever = || async {
+            std::future::pending::<()>().await;
+            Ok(())
+        };
+        type Role = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+        let cases: [(&str, Role, &str); 3] = [
+            ("detect", Box::pin(async { panic!("injected") }), "panicked"),
+            ("ingest", Box::pin(async { Ok(()) }), "ended on its own"),
+            ("archive", Box::pin(async { anyhow::bail!("disk gone") }), "disk gone"),
+        ];
+        for (name, role, why) in cases {
+            let mut roles = Roles::default();
+            roles.spawn("web", forever());
+            roles.spawn(name, role);
+            let (ended, reason) = roles.next_end().await;
+            assert_eq!(ended, name);
+            assert!(reason.contains(why), "{name}: {reason}");
+        }
+    }
 }

@@ -34,6 +34,16 @@ pub async fn run(s: Settings, json: bool) -> Result<()> {
             t.name, t.delivery, parts, retention, end, t.records, groups
         );
     }
+    // Each stage group's members and their partitions, as the members
+    // report them (the embedded broker cannot describe groups).
+    let kafka = s.kafka.clone();
+    let members =
+        tokio::task::spawn_blocking(move || bus::group::read_members(&kafka, 1, std::time::Duration::from_secs(3)))
+            .await?;
+    match members {
+        Ok(members) => print_groups(&members, bus::now_us() / 1000),
+        Err(e) => println!("\nconsumer groups: cannot read {} ({e})", bus::topics::MEMBERS),
+    }
     // Each camera's newest state, from the compacted vigil.cameras.
     let (kafka, plan) = (s.kafka.clone(), s.plan.clone());
     let partitions = plan.iter().find(|t| t.name == bus::topics::CAMERAS).map_or(1, |t| t.partitions);
@@ -55,6 +65,24 @@ pub async fn run(s: Settings, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Per group: its live members and how the partitions are spread.
+fn print_groups(members: &[bus::group::MemberReport], now_ms: i64) {
+    let live: Vec<&bus::group::MemberReport> =
+        members.iter().filter(|m| m.fresh(now_ms) && !m.partitions.is_empty()).collect();
+    if live.is_empty() {
+        return;
+    }
+    println!("\n{:<20} {:<20} {:>7}  member: partitions", "group", "topic", "members");
+    let mut groups: std::collections::BTreeMap<(&str, &str), Vec<&bus::group::MemberReport>> = Default::default();
+    for m in live {
+        groups.entry((m.group.as_str(), m.topic.as_str())).or_default().push(m);
+    }
+    for ((group, topic), ms) in groups {
+        let spread: Vec<String> = ms.iter().map(|m| format!("{}: {:?}", m.member, m.partitions)).collect();
+        println!("{group:<20} {topic:<20} {:>7}  {}", ms.len(), spread.join("; "));
+    }
 }
 
 fn human_ms(ms: i64) -> String {

@@ -50,7 +50,7 @@ async fn archived_ranges_export_to_files_players_accept() {
     let frames_topic = plan[0].clone();
     let metrics = bus::Metrics::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let arch = tokio::spawn(archive::run(acfg.clone(), k.clone(), frames_topic, 4, metrics.clone(), stopped(stop_rx)));
+    let arch = tokio::spawn(archive::run(acfg.clone(), k.clone(), frames_topic, metrics.clone(), stopped(stop_rx)));
     let start_us = bus::now_us();
     ingest::run(icfg, k.clone(), plan, metrics.clone(), tokio::time::sleep(Duration::from_secs(4))).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await; // let the archive catch up

@@ -1,5 +1,6 @@
 //! The exactly-once proof: broker, ingest and archiver as separate
-//! processes; the archiver is SIGKILLed at random moments 20 times, ingest
+//! processes; the archiver is SIGKILLed at random moments while it owns
+//! partitions of `vigil.frames` (is archiving) 20 times, ingest
 //! a few times and the broker once, each restarted; afterwards `vigil check`
 //! must find 0 missing and 0 duplicate frames, and every frame the broker
 //! acknowledged must be in the archive.
@@ -19,6 +20,8 @@ impl Lcg {
         lo + (self.0 >> 33) % (hi - lo)
     }
 }
+
+const OWNED: &str = "vigil_stage_assigned_partitions{stage=\"archive\",topic=\"vigil.frames\"}";
 
 #[test]
 fn archive_is_exactly_once_under_repeated_sigkill() {
@@ -47,18 +50,35 @@ fn archive_is_exactly_once_under_repeated_sigkill() {
     let cfg = dir.join("archive.toml");
     // No free-space floor: on a nearly full test machine retention would
     // otherwise (rightly) delete recordings this test counts.
-    std::fs::write(&cfg, "[archive]\nflush_interval_ms = 40\nmin_free_bytes = 0\n").unwrap();
+    // A short group session: a killed archiver's partitions move soon.
+    std::fs::write(
+        &cfg,
+        "[archive]\nflush_interval_ms = 40\nmin_free_bytes = 0\n[groups]\nsession_timeout_ms = 1000\n",
+    )
+    .unwrap();
     let cfg = cfg.to_str().unwrap();
+    let metrics = free_port();
+    let metrics_listen = metrics.to_string();
     #[rustfmt::skip]
-    let archive_args = ["archive", "--config", cfg, "--brokers", &listen, "--data-dir", adir, "--metrics-listen", "off"];
+    let archive_args = ["archive", "--config", cfg, "--brokers", &listen, "--data-dir", adir, "--metrics-listen", &metrics_listen];
+    // Kills count only while the archiver owns partitions (is archiving),
+    // not while it is still joining its group.
+    let owning = || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !metric(&http_get(metrics, "/metrics"), OWNED).is_some_and(|n| n > 0.0) {
+            assert!(Instant::now() < deadline, "the archiver owned no partition within 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
 
     let mut broker = Vigil::start("broker", &broker_args, &dir);
     wait_port(addr, Duration::from_secs(30));
     let mut ingest = Vigil::start("ingest", &ingest_args, &dir);
     let mut archiver = Vigil::start("archive", &archive_args, &dir);
     let (mut archive_kills, mut ingest_kills, mut broker_kills) = (0, 0, 0);
-    let deadline = Instant::now() + Duration::from_secs(100);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while archive_kills < 20 && Instant::now() < deadline {
+        owning();
         std::thread::sleep(Duration::from_millis(rng.next_ms(300, 1800)));
         archiver.kill();
         archive_kills += 1;

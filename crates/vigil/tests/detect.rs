@@ -1,7 +1,8 @@
 //! The detector end to end, SIGKILLed mid-stream and restarted:
 //! - on the embedded broker (no transactions), with a second detector
-//!   running beside the restarted one for a while: copies of a result are
-//!   byte-identical and consumers that dedupe see every sampled frame once;
+//!   joining the restarted one's group for a while (partitions move back
+//!   and forth): copies of a result are byte-identical and consumers that
+//!   dedupe see every sampled frame once;
 //!   the object ids carry on across the restart; a re-analysis of the
 //!   archived footage finds the same boxes in the same frames, twice;
 //! - on librdkafka's mock cluster with `--transactions`: results and input
@@ -114,8 +115,9 @@ fn detector_restarts_publish_nothing_twice_to_consumers() {
     std::thread::sleep(Duration::from_secs(2));
     let mut detector = Vigil::start("detect", &detect_args, &dir);
     std::thread::sleep(Duration::from_secs(6));
-    // A second detector of the same model for a while: it publishes the
-    // same results, which consumers drop like any other copy.
+    // A second detector of the same model for a while: it joins the group,
+    // takes partitions over from their checkpoints and gives them back when
+    // it stops; whatever is published twice, consumers drop.
     let mut second = Vigil::start("detect-2", &detect_args, &dir);
     std::thread::sleep(Duration::from_secs(8));
     assert!(ingest.stop(Duration::from_secs(20)).is_some_and(|s| s.success()));
@@ -206,12 +208,8 @@ fn camera_thread(
     at: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-        let producer: BaseProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("enable.idempotence", "true")
-            .create()
-            .unwrap();
+        use rdkafka::producer::{BaseRecord, Producer};
+        let producer = camera_producer(&kafka);
         let mut seq = 0u64;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let meta = media::FrameMeta {
@@ -282,7 +280,23 @@ fn transactions_on_a_mock_cluster_show_each_result_once() {
     assert!(commits.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|n| n >= 2.0), "{commits}");
     detector.kill(); // mid-transaction: what it sent since its last commit is aborted
     let mut detector = Vigil::start("detect", &args, &dir);
-    std::thread::sleep(Duration::from_secs(12));
+    // The restarted detector loads its model, waits for the killed
+    // member's session to expire and resumes from the last checkpoint: on a
+    // slow machine that takes a while, so wait for its results rather than
+    // a fixed time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let (taken, _) = deduped(&records(&kafka, bus::topics::DETECTIONS, 4));
+        if taken.iter().any(|d| d.seq > killed_at + 10) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted detector published nothing past seq {}",
+            killed_at + 10
+        );
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let published = camera.join().unwrap();
     std::thread::sleep(Duration::from_secs(3));

@@ -47,7 +47,7 @@ async fn a_full_disk_pauses_the_archive_and_loses_nothing() {
     acfg.segment.max_bytes = 256 << 10;
     let metrics = bus::Metrics::default();
     let (stop_archive, rx) = tokio::sync::watch::channel(false);
-    let arch = tokio::spawn(archive::run(acfg.clone(), k.clone(), plan[0].clone(), 4, metrics.clone(), stopped(rx)));
+    let arch = tokio::spawn(archive::run(acfg.clone(), k.clone(), plan[0].clone(), metrics.clone(), stopped(rx)));
 
     let ack_log = dir.join("acks.log");
     let cameras = vec![ingest::CameraSpec {

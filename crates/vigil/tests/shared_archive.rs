@@ -1,6 +1,7 @@
-//! Two archivers sharing one archive dir split the partitions of
-//! `vigil.frames` between them; partitions move when one joins, dies
-//! (SIGKILL) or stops, and no frame is archived twice or skipped.
+//! Two archivers sharing one archive dir form the `vigil-archive` consumer
+//! group and split the partitions of `vigil.frames`; partitions move when
+//! one joins, dies (SIGKILL) or stops, and no frame is archived twice or
+//! skipped.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-const SERIES: &str = "vigil_archive_partitions_owned{topic=\"vigil.frames\"}";
+const SERIES: &str = "vigil_stage_assigned_partitions{stage=\"archive\",topic=\"vigil.frames\"}";
 
 fn owned(m: SocketAddr) -> Option<f64> {
     metric(&http_get(m, "/metrics"), SERIES)
@@ -17,7 +18,7 @@ fn owned(m: SocketAddr) -> Option<f64> {
 
 /// Waits (bounded) until the archivers at `ms` own `want` partitions each.
 fn wait_owned(ms: &[SocketAddr], want: &[f64], what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let now: Vec<Option<f64>> = ms.iter().map(|&m| owned(m)).collect();
         if now.iter().zip(want).all(|(n, w)| *n == Some(*w)) {
@@ -67,7 +68,7 @@ fn partitions_move_between_two_archivers_sharing_a_dir() {
     let mut b = Vigil::start("archive-b", &args_b, &dir);
     wait_owned(&[ma, mb], &[2.0, 2.0], "b joined");
     std::thread::sleep(Duration::from_secs(2));
-    a.kill(); // its claims die with it, mid-flush or not
+    a.kill(); // the group moves its partitions once its session times out
     wait_owned(&[mb], &[4.0], "a killed");
     std::thread::sleep(Duration::from_secs(2));
     a = Vigil::start("archive-a", &args_a, &dir);

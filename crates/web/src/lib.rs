@@ -76,8 +76,7 @@ pub struct App {
     pub plan: Vec<TopicSpec>,
     pub cameras: Vec<CameraInfo>,
     pub metrics: Metrics,
-    /// Browsers' latency reports for the benchmark (`/api/latency`).
-    #[cfg(feature = "test-hooks")]
+    /// Admins' browsers' latency reports (`/api/latency`).
     pub latency: Arc<api::LatencyLog>,
     pub rates: Arc<api::Rates>,
     /// Live detection records, one consumer for all live viewers.
@@ -173,7 +172,6 @@ pub async fn start(
         plan,
         cameras,
         metrics: metrics.clone(),
-        #[cfg(feature = "test-hooks")]
         latency: Default::default(),
         rates: Default::default(),
     };

@@ -1,5 +1,5 @@
 //! Live video: one Kafka consumer per watched camera, fanned out to every
-//! viewer of it (DESIGN §2, §7: at-most-once, latest wins).
+//! viewer of it (at-most-once, latest wins: ARCHITECTURE.md).
 //!
 //! A feed reads its camera from the end of the topic and never commits. It
 //! keeps the frames since the last key frame, so a new viewer starts at

@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A fresh directory of this test's own: two tests (threads of one test
+/// binary) that ask for the same name still get different directories.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vigil-test-{name}-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("vigil-test-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -35,6 +39,16 @@ pub fn kafka(addr: SocketAddr) -> bus::KafkaConfig {
     k
 }
 
+/// An idempotent producer for a test's own camera thread (frames it
+/// publishes without ingest).
+pub fn camera_producer(kafka: &bus::KafkaConfig) -> rdkafka::producer::BaseProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap()
+}
+
 /// A child `vigil` process, killed (SIGKILL) when dropped.
 pub struct Vigil {
     pub child: Child,
@@ -46,7 +60,8 @@ impl Vigil {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log.join(format!("{name}.log"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args(args)
-            .env("VIGIL_LOG", "info")
+            // VIGIL_TEST_LOG=debug,... for more (librdkafka's debug lines too).
+            .env("VIGIL_LOG", std::env::var("VIGIL_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -209,6 +224,25 @@ pub fn assert_archive_exact(data_dir: &Path, acked: &std::collections::BTreeSet<
     let archived = archived_seqs(data_dir);
     let lost: Vec<_> = acked.iter().filter(|k| !archived.contains(*k)).collect();
     assert!(lost.is_empty(), "{} acknowledged frames not archived, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+}
+
+/// (camera, seq) of every archived frame, read from the index without
+/// writing to it (no pragma, no sync, no checkpoint).
+pub fn archived_seqs_read_only(data_dir: &Path) -> std::collections::BTreeSet<(String, u64)> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cfg = archive::ArchiveConfig::new(data_dir);
+        // An index without its tables (not created yet, or lost whole in a
+        // power cut) holds no frame.
+        let read = async { archive::index::Index::open_read_only(&cfg.dir.join("index.db")).await?.frames(None).await };
+        match read.await {
+            Ok(rows) => rows.into_iter().map(|r| (r.camera, r.seq)).collect(),
+            Err(e) => {
+                eprintln!("index {}: {e}: no frames", cfg.dir.display());
+                Default::default()
+            }
+        }
+    })
 }
 
 /// (camera, seq) of every archived frame, read from the index.

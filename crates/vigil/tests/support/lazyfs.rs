@@ -62,12 +62,34 @@ pub struct LazyFs(Arc<Mutex<Tree>>);
 /// A mounted `LazyFs`; unmounted when dropped.
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
+    path: std::path::PathBuf,
 }
+
+/// How long a drop waits for the file system's thread to finish.
+const UNMOUNT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Drop for Mounted {
     fn drop(&mut self) {
+        // Lazily: a mount still busy (a file left open) is detached at once
+        // and goes when its last user does, instead of failing with EBUSY
+        // and leaving the join below waiting for ever.
+        use std::os::unix::ffi::OsStrExt;
+        if let Ok(path) = std::ffi::CString::new(self.path.as_os_str().as_bytes()) {
+            // SAFETY: a valid C string; umount2 has no other precondition.
+            unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        }
         if let Some(s) = self.session.take() {
-            s.join();
+            let (done, joined) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                s.join();
+                let _ = done.send(());
+            });
+            if joined.recv_timeout(UNMOUNT_DEADLINE).is_err() {
+                eprintln!(
+                    "lazyfs: {} still served {UNMOUNT_DEADLINE:?} after the unmount; left behind",
+                    self.path.display()
+                );
+            }
         }
     }
 }
@@ -83,7 +105,7 @@ impl LazyFs {
     pub fn mount(&self, path: &Path) -> std::io::Result<Mounted> {
         let opts = [MountOption::FSName("vigil-lazyfs".into()), MountOption::RW];
         let session = fuser::spawn_mount2(Fs(self.0.clone()), path, &opts)?;
-        Ok(Mounted { session: Some(session) })
+        Ok(Mounted { session: Some(session), path: path.to_path_buf() })
     }
 
     /// Loses power: every file and directory goes back to what was last

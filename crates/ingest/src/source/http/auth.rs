@@ -12,7 +12,7 @@
 //! earlier in the session (a nonce that expired): those are answered once
 //! more with the new challenge.
 
-use super::base64;
+use super::b64;
 use crate::source::credentials::Credentials;
 use http_auth::digest::Algorithm;
 use http_auth::{ChallengeParser, DigestClient, PasswordParams};
@@ -65,7 +65,7 @@ impl Auth {
         let (Some(creds), Some(scheme)) = (&self.creds, &mut self.scheme) else { return Ok(None) };
         match scheme {
             Scheme::Basic => {
-                Ok(Some(format!("Basic {}", base64(format!("{}:{}", creds.user, creds.password).as_bytes()))))
+                Ok(Some(format!("Basic {}", b64(format!("{}:{}", creds.user, creds.password).as_bytes()))))
             }
             Scheme::Digest(d) => {
                 let p = PasswordParams {

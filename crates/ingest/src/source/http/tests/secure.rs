@@ -101,7 +101,7 @@ fn digest_mjpeg_streams_md5_and_sha256() {
         assert_eq!(requests.len(), 2, "{algorithm}: asked once, answered once");
         assert!(!requests[0].contains("Authorization"), "nothing before the camera asks");
         assert!(requests[1].contains(&format!("algorithm={algorithm}")) && requests[1].contains("uri=\"/mjpeg?ch=1\""));
-        let basic = base64(b"admin:s3cret");
+        let basic = b64(b"admin:s3cret");
         assert!(requests.iter().all(|r| !r.contains("s3cret") && !r.contains(&basic)), "{requests:?}");
     }
 }
@@ -154,7 +154,7 @@ fn a_wrong_password_is_a_clear_error_that_never_shows_it() {
     assert!(run_for(spec, Duration::from_millis(800)).is_empty());
     let logs = logs();
     assert!(logs.contains(&format!("127.0.0.1:{port}/snap.jpg: authentication failed")), "{logs}");
-    assert!(!logs.contains("hunter2") && !logs.contains(&base64(b"admin:hunter2")), "{logs}");
+    assert!(!logs.contains("hunter2") && !logs.contains(&b64(b"admin:hunter2")), "{logs}");
 }
 
 #[test]
@@ -231,7 +231,7 @@ fn https_snapshots_with_the_cameras_own_certificate_and_basic() {
     let (port, requests) = serve_on(Some(c.server("self")), |n, req, s| {
         if n == 0 {
             let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\n\r\n");
-        } else if req.contains(&format!("Authorization: Basic {}\r\n", base64(b"me:pw"))) {
+        } else if req.contains(&format!("Authorization: Basic {}\r\n", b64(b"me:pw"))) {
             jpeg_response(s, n as u8);
         }
     });
