@@ -8,6 +8,14 @@
 //! were never used ("not recorded"), and seqs before the report's start,
 //! which the broker acknowledged and so are missing.
 //!
+//! One archive may be kept in several dirs (archivers in one group, each
+//! with its own dir): `check_all` audits them as one. Each camera's frames
+//! are merged across the dirs in seq order; a frame in two dirs with the
+//! same length and CRC is one frame archived twice by a handover (an
+//! archiver killed between its index commit and its checkpoint) and counts
+//! once, as `overlap`; any other repeat is a duplicate. Bytes are audited
+//! per dir.
+//!
 //! It streams: recordings are read a page at a time and each one's bytes
 //! once, so memory stays bounded for any archive. It may run beside live
 //! archivers: it audits the index as of one moment (`Index::snapshot`),
@@ -17,10 +25,10 @@
 
 use crate::Error;
 use crate::index::samples::Sample;
-use crate::index::{Index, Recording};
+use crate::index::{Index, Recording, SegmentInfo};
 use crate::lock::{live_writers, writer_of};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -39,6 +47,9 @@ pub struct CameraReport {
     /// the broker never acknowledged (ingest died with them buffered).
     pub lost_before_broker: u64,
     pub duplicates: u64,
+    /// Frames found, byte-identical, in more than one of the dirs checked
+    /// together (each counted once in `frames`): a handover's overlap.
+    pub overlap: u64,
     /// Index entries whose bytes are missing or fail their CRC.
     pub without_data: u64,
     /// Frames of segments that retention deleted while the check ran
@@ -52,6 +63,7 @@ pub struct CameraReport {
 
 #[derive(Debug, Default, Serialize)]
 pub struct SegmentReport {
+    /// Relative to the archive dir; with several dirs, the dir first.
     pub file: String,
     pub bytes: u64,
     pub crc32: u32,
@@ -70,109 +82,191 @@ const PAGE: usize = 64;
 /// broker.
 pub type Lost = BTreeMap<String, Vec<(u64, u64)>>;
 
+/// Audits the archive in `dir`.
 pub async fn check(dir: &Path, index: &Index, camera: Option<&str>, lost: &Lost) -> Result<Vec<CameraReport>, Error> {
-    let (cameras, segments) = index.snapshot().await?;
-    let live = live_writers(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+    check_all(&[(dir, index)], camera, lost).await
+}
+
+/// Audits one archive kept in several dirs (see the module's comment).
+pub async fn check_all(
+    archives: &[(&Path, &Index)],
+    camera: Option<&str>,
+    lost: &Lost,
+) -> Result<Vec<CameraReport>, Error> {
+    let mut snapshots = Vec::new();
+    for &(dir, index) in archives {
+        let (cameras, segments) = index.snapshot().await?;
+        let live = live_writers(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
+        let last_seqs: BTreeMap<String, u64> = cameras.into_iter().map(|c| (c.camera, c.last_seq)).collect();
+        snapshots.push((last_seqs, segments, live));
+    }
+    let names: BTreeSet<&String> = snapshots
+        .iter()
+        .flat_map(|(cams, _, _)| cams.keys())
+        .filter(|c| camera.is_none_or(|want| want == c.as_str()))
+        .collect();
+    let several = archives.len() > 1;
     let mut out = Vec::new();
-    for cam in cameras.into_iter().filter(|c| camera.is_none_or(|want| want == c.camera)) {
-        let committed: BTreeMap<String, u64> =
-            segments.iter().filter(|s| s.camera == cam.camera).map(|s| (s.file.clone(), s.bytes)).collect();
-        let mut audit = Audit::new(dir, &cam.camera, committed, live.clone());
-        audit.lost = lost.get(&cam.camera).cloned().unwrap_or_default();
-        let mut after = None;
+    for name in names {
+        let mut seq = Sequence::new(name, lost.get(name).cloned().unwrap_or_default());
+        let mut cursors = Vec::new();
+        for (&(dir, index), (cams, segments, live)) in archives.iter().zip(&snapshots) {
+            if let Some(&last_seq) = cams.get(name) {
+                cursors.push(Cursor::new(dir, index, name, last_seq, segments, live.clone()));
+            }
+        }
+        // A k-way merge by seq: each dir's frames come in seq order.
         loop {
-            let page = index.recordings(&cam.camera, after, PAGE).await?;
-            let done = page.len() < PAGE;
-            after = page.last().map(|r| r.first_seq);
-            // Only what the snapshot names: recordings started since are left out.
-            let page: Vec<Recording> = page.into_iter().filter(|r| r.first_seq <= cam.last_seq).collect();
-            let more = !page.is_empty() && !done;
-            let last_seq = cam.last_seq;
-            audit = tokio::task::spawn_blocking(move || {
-                for r in &page {
-                    audit.recording(r, last_seq)?;
-                }
-                Ok::<_, Error>(audit)
-            })
-            .await
-            .map_err(|e| Error::Other(e.to_string()))??;
-            if !more {
-                break;
-            }
-        }
-        // A segment file that vanished after its entries were read: if the
-        // index has let it go too, retention deleted it (index first, then
-        // the file); if the index still names it, its bytes are lost.
-        if !audit.gone.is_empty() {
-            let (_, now) = index.snapshot().await?;
-            for (file, frames) in std::mem::take(&mut audit.gone) {
-                if now.iter().any(|s| s.file == file) {
-                    audit.rep.without_data += frames;
-                } else {
-                    audit.rep.removed_by_retention += frames;
-                    audit.committed.remove(&file);
+            let mut next: Option<(u64, usize)> = None;
+            for (i, c) in cursors.iter_mut().enumerate() {
+                if let Some(s) = c.peek().await?
+                    && next.is_none_or(|(q, _)| s.seq < q)
+                {
+                    next = Some((s.seq, i));
                 }
             }
+            let Some((_, i)) = next else { break };
+            let f = cursors[i].buffer.pop_front().expect("peeked");
+            seq.frame(&f, i);
         }
-        out.push(tokio::task::spawn_blocking(move || audit.finish()).await.map_err(|e| Error::Other(e.to_string()))??);
+        let mut rep = seq.rep;
+        for c in cursors {
+            let dir = c.dir.clone();
+            let bytes = c.finish().await?;
+            rep.duplicates += bytes.duplicates;
+            rep.without_data += bytes.without_data;
+            rep.removed_by_retention += bytes.removed_by_retention;
+            rep.without_index_bytes += bytes.without_index_bytes;
+            rep.segments.extend(bytes.segments.into_iter().map(|mut s| {
+                if several {
+                    s.file = dir.join(&s.file).display().to_string();
+                }
+                s
+            }));
+        }
+        out.push(rep);
     }
     Ok(out)
 }
 
-/// One camera's audit, fed its recordings in seq order.
-struct Audit {
+/// One camera's frames in one dir, a page of recordings at a time, with
+/// their bytes audited as they are read.
+struct Cursor<'a> {
     dir: PathBuf,
-    rep: CameraReport,
-    /// Segment file → committed length, as of the snapshot.
-    committed: BTreeMap<String, u64>,
-    live: HashSet<String>,
-    files: BTreeMap<String, FileAudit>,
-    prev: Option<u64>,
-    lost: Vec<(u64, u64)>,
-    /// Segment files not found when their bytes were read, with how many
-    /// frames of them: retention's, or lost (see `check`).
-    gone: Vec<(String, u64)>,
+    index: &'a Index,
+    camera: String,
+    /// The snapshot's newest seq: frames committed since are left out.
+    last_seq: u64,
+    after: Option<u64>,
+    done: bool,
+    buffer: VecDeque<Sample>,
+    bytes: Option<Bytes>,
 }
 
-#[derive(Default)]
-struct FileAudit {
-    covered: u64,
-    crc: crc32fast::Hasher,
-    missing: bool,
-}
-
-impl Audit {
-    fn new(dir: &Path, camera: &str, committed: BTreeMap<String, u64>, live: HashSet<String>) -> Self {
-        Audit {
+impl<'a> Cursor<'a> {
+    fn new(
+        dir: &Path,
+        index: &'a Index,
+        camera: &str,
+        last_seq: u64,
+        segments: &[SegmentInfo],
+        live: HashSet<String>,
+    ) -> Self {
+        let committed = segments.iter().filter(|s| s.camera == camera).map(|s| (s.file.clone(), s.bytes)).collect();
+        Cursor {
             dir: dir.to_path_buf(),
-            rep: CameraReport { camera: camera.into(), ..CameraReport::default() },
-            committed,
-            live,
-            files: BTreeMap::new(),
-            prev: None,
-            lost: Vec::new(),
-            gone: Vec::new(),
+            index,
+            camera: camera.to_string(),
+            last_seq,
+            after: None,
+            done: false,
+            buffer: VecDeque::new(),
+            bytes: Some(Bytes::new(dir, camera, committed, live)),
         }
     }
 
-    fn recording(&mut self, r: &Recording, last_seq: u64) -> Result<(), Error> {
-        let rows: Vec<Sample> = match r.samples().collect::<Result<_, _>>() {
-            Ok(rows) => rows,
-            Err(c) => {
-                tracing::error!(camera = %r.camera, first_seq = r.first_seq, at = c.at, "vigil check: a sample table is corrupt");
-                self.rep.without_data += r.frames;
-                return Ok(());
+    /// The next frame, reading the next page when the last is used up.
+    async fn peek(&mut self) -> Result<Option<&Sample>, Error> {
+        while self.buffer.is_empty() && !self.done {
+            let page = self.index.recordings(&self.camera, self.after, PAGE).await?;
+            self.done = page.len() < PAGE;
+            self.after = page.last().map(|r| r.first_seq);
+            // Only what the snapshot names: recordings started since are left out.
+            let page: Vec<Recording> = page.into_iter().filter(|r| r.first_seq <= self.last_seq).collect();
+            if page.is_empty() {
+                self.done = true;
             }
-        };
-        let rows: Vec<Sample> = rows.into_iter().filter(|f| f.seq <= last_seq).collect();
-        for f in &rows {
-            self.sequence(f);
+            let mut bytes = self.bytes.take().expect("bytes audit");
+            let last_seq = self.last_seq;
+            let (bytes, mut rows) = tokio::task::spawn_blocking(move || {
+                let mut rows = Vec::new();
+                for r in &page {
+                    rows.extend(bytes.recording(r, last_seq)?);
+                }
+                Ok::<_, Error>((bytes, rows))
+            })
+            .await
+            .map_err(|e| Error::Other(e.to_string()))??;
+            self.bytes = Some(bytes);
+            rows.sort_by_key(|s| s.seq); // stable: a duplicate stays beside its first
+            self.buffer.extend(rows);
         }
-        self.bytes(r, &rows)
+        Ok(self.buffer.front())
     }
 
-    /// Counts and gaps.
-    fn sequence(&mut self, f: &Sample) {
+    async fn finish(mut self) -> Result<CameraReport, Error> {
+        let mut bytes = self.bytes.take().expect("bytes audit");
+        // A segment file that vanished after its entries were read: if the
+        // index has let it go too, retention deleted it (index first, then
+        // the file); if the index still names it, its bytes are lost.
+        if !bytes.gone.is_empty() {
+            let (_, now) = self.index.snapshot().await?;
+            for (file, frames) in std::mem::take(&mut bytes.gone) {
+                if now.iter().any(|s| s.file == file) {
+                    bytes.rep.without_data += frames;
+                } else {
+                    bytes.rep.removed_by_retention += frames;
+                    bytes.committed.remove(&file);
+                }
+            }
+        }
+        tokio::task::spawn_blocking(move || bytes.finish()).await.map_err(|e| Error::Other(e.to_string()))?
+    }
+}
+
+/// One camera's seqs, fed in seq order (merged across dirs): counts, gaps,
+/// duplicates and overlap.
+struct Sequence {
+    rep: CameraReport,
+    prev: Option<u64>,
+    /// The last frame taken: its seq, length, CRC and the dirs it was
+    /// found in.
+    last: Option<(u64, u64, u32, Vec<usize>)>,
+    lost: Vec<(u64, u64)>,
+}
+
+impl Sequence {
+    fn new(camera: &str, lost: Vec<(u64, u64)>) -> Self {
+        Sequence {
+            rep: CameraReport { camera: camera.into(), ..CameraReport::default() },
+            prev: None,
+            last: None,
+            lost,
+        }
+    }
+
+    /// A frame of dir number `dir`.
+    fn frame(&mut self, f: &Sample, dir: usize) {
+        if let Some((seq, len, crc, dirs)) = &mut self.last
+            && *seq == f.seq
+            && !dirs.contains(&dir)
+            && (*len, *crc) == (f.len, f.crc)
+        {
+            dirs.push(dir);
+            self.rep.overlap += 1;
+            return;
+        }
+        self.last = Some((f.seq, f.len, f.crc, vec![dir]));
         let rep = &mut self.rep;
         rep.frames += 1;
         rep.first_seq.get_or_insert(f.seq);
@@ -204,6 +298,57 @@ impl Audit {
             _ => {}
         }
         self.prev = Some(self.prev.map_or(f.seq, |p| p.max(f.seq)));
+    }
+}
+
+/// One camera's bytes in one dir: every indexed frame's bytes are there
+/// with its CRC, and no bytes lie outside the index. Its `rep` holds only
+/// the byte counts.
+struct Bytes {
+    dir: PathBuf,
+    rep: CameraReport,
+    /// Segment file → committed length, as of the snapshot.
+    committed: BTreeMap<String, u64>,
+    live: HashSet<String>,
+    files: BTreeMap<String, FileAudit>,
+    /// Segment files not found when their bytes were read, with how many
+    /// frames of them: retention's, or lost (see `Cursor::finish`).
+    gone: Vec<(String, u64)>,
+}
+
+#[derive(Default)]
+struct FileAudit {
+    covered: u64,
+    crc: crc32fast::Hasher,
+    missing: bool,
+}
+
+impl Bytes {
+    fn new(dir: &Path, camera: &str, committed: BTreeMap<String, u64>, live: HashSet<String>) -> Self {
+        Bytes {
+            dir: dir.to_path_buf(),
+            rep: CameraReport { camera: camera.into(), ..CameraReport::default() },
+            committed,
+            live,
+            files: BTreeMap::new(),
+            gone: Vec::new(),
+        }
+    }
+
+    /// Audits a recording's bytes; its frames up to `last_seq`, for the
+    /// sequence audit.
+    fn recording(&mut self, r: &Recording, last_seq: u64) -> Result<Vec<Sample>, Error> {
+        let rows: Vec<Sample> = match r.samples().collect::<Result<_, _>>() {
+            Ok(rows) => rows,
+            Err(c) => {
+                tracing::error!(camera = %r.camera, first_seq = r.first_seq, at = c.at, "vigil check: a sample table is corrupt");
+                self.rep.without_data += r.frames;
+                return Ok(Vec::new());
+            }
+        };
+        let rows: Vec<Sample> = rows.into_iter().filter(|f| f.seq <= last_seq).collect();
+        self.bytes(r, &rows)?;
+        Ok(rows)
     }
 
     /// Every frame's bytes exist with its CRC; a recording is one read.
@@ -311,6 +456,27 @@ fn read_range(path: &Path, offset: u64, len: u64) -> std::io::Result<Option<Vec<
 
 #[cfg(test)]
 mod tests {
+    use super::{Sample, Sequence};
+
+    fn frame(seq: u64, crc: u32) -> Sample {
+        Sample { seq, offset: 0, len: 10, capture_us: 0, pts_90k: 0, key: false, discontinuity: false, crc }
+    }
+
+    #[test]
+    fn across_dirs_an_identical_copy_counts_once_and_any_other_repeat_is_a_duplicate() {
+        let mut s = Sequence::new("c", Vec::new());
+        // Merged in seq order: 0 and 1 in dir 0; 1 again in dir 1, same
+        // bytes (a handover's overlap); 2 in both with other bytes; 3 twice
+        // in dir 1; 5 after a gap.
+        for (seq, crc, dir) in [(0, 1, 0), (1, 2, 0), (1, 2, 1), (2, 3, 0), (2, 9, 1), (3, 4, 1), (3, 4, 1), (5, 5, 0)]
+        {
+            s.frame(&frame(seq, crc), dir);
+        }
+        let r = s.rep;
+        assert_eq!((r.frames, r.overlap, r.duplicates, r.missing), (7, 1, 2, 1), "{r:?}");
+        assert_eq!((r.first_seq, r.last_seq, r.missing_ranges), (Some(0), Some(5), vec![(4, 4)]));
+    }
+
     #[test]
     fn lost_ranges_count_each_seq_once_within_the_gap() {
         assert_eq!(super::covered(&[], 5, 9), 0);

@@ -5,7 +5,10 @@ use crate::config::Settings;
 use anyhow::{Result, bail};
 
 async fn open(s: &Settings) -> Result<archive::index::Index> {
-    let dir = &s.archive.dir;
+    open_dir(&s.archive.dir).await
+}
+
+async fn open_dir(dir: &std::path::Path) -> Result<archive::index::Index> {
     if !dir.join("index.db").exists() {
         bail!("no archive in {} (run `vigil archive` or `vigil up` with this --data-dir)", dir.display());
     }
@@ -42,11 +45,18 @@ async fn lost_before_broker(s: &Settings) -> archive::check::Lost {
     lost
 }
 
-pub async fn run(s: &Settings, camera: Option<&str>, json: bool) -> Result<()> {
-    let cfg = &s.archive;
-    let index = open(s).await?;
+/// Audits the archive of each data dir in `dirs` (at least one), as one
+/// archive: archivers in one group with a dir each.
+pub async fn run(dirs: &[Settings], camera: Option<&str>, json: bool) -> Result<()> {
+    let s = &dirs[0];
+    let mut indexes = Vec::new();
+    for d in dirs {
+        indexes.push(open(d).await?);
+    }
+    let archives: Vec<(&std::path::Path, &archive::index::Index)> =
+        dirs.iter().zip(&indexes).map(|(d, i)| (d.archive.dir.as_path(), i)).collect();
     let lost = lost_before_broker(s).await;
-    let report = archive::check::check(&cfg.dir, &index, camera, &lost).await?;
+    let report = archive::check::check_all(&archives, camera, &lost).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -81,6 +91,9 @@ pub async fn run(s: &Settings, camera: Option<&str>, json: bool) -> Result<()> {
             );
             for (a, b) in r.missing_ranges.iter().take(10) {
                 println!("    missing seq {a}..={b}");
+            }
+            if r.overlap > 0 {
+                println!("    {} frames found in more than one dir, identical (counted once)", r.overlap);
             }
             if r.removed_by_retention > 0 {
                 println!("    {} frames deleted by retention while the check ran", r.removed_by_retention);

@@ -23,9 +23,10 @@ pub struct Global {
     /// TOML config file (see vigil.example.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where this role keeps its state [default: ./vigil-data].
-    #[arg(long, global = true, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Where this role keeps its state [default: ./vigil-data]. `vigil
+    /// check` takes it more than once: one archive kept in several dirs.
+    #[arg(long, global = true, value_name = "DIR", action = clap::ArgAction::Append)]
+    pub data_dir: Vec<PathBuf>,
     /// Kafka brokers, HOST:PORT,... [default: the embedded broker: `up`
     /// starts it; other roles use the one started for the data dir, else
     /// 127.0.0.1:9092].
@@ -72,6 +73,8 @@ pub enum Command {
     /// and index without bytes, a checksum per segment. Exit 1 on any violation.
     /// With a broker (--brokers, or this data dir's embedded one) a restart's
     /// gap is split into frames lost before the broker and seqs never used.
+    /// --data-dir more than once: one archive kept by archivers with a dir
+    /// each, audited as one (a frame found identical in two dirs counts once).
     Check {
         /// Only this camera.
         #[arg(long)]

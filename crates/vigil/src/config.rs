@@ -171,7 +171,10 @@ impl Settings {
             Some(p) => parse_file(p)?,
             None => File::default(),
         };
-        let data_dir = g.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("vigil-data"));
+        if g.data_dir.len() > 1 {
+            bail!("--data-dir is given {} times: only `vigil check` reads several dirs", g.data_dir.len());
+        }
+        let data_dir = g.data_dir.first().cloned().or(file.data_dir).unwrap_or_else(|| PathBuf::from("vigil-data"));
         let brokers = g.brokers.clone().or(file.brokers).filter(|b| !b.trim().is_empty());
         if let Some(b) = &brokers {
             for hp in b.split(',') {

@@ -112,8 +112,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
             detect_cmd::events(s, camera, class, all, json).await
         }
         Command::Check { camera, json } => {
-            let s = Settings::load(g, &Default::default())?;
-            archive_cmd::run(&s, camera.as_deref(), json).await
+            // One archive kept in several dirs: each dir's settings, the
+            // first's for the rest (brokers, output).
+            let mut dirs = Vec::new();
+            for d in g.data_dir.iter().map(|d| Some(d.clone())).chain(g.data_dir.is_empty().then_some(None)) {
+                let one = vigil::cli::Global { data_dir: d.into_iter().collect(), ..g.clone() };
+                dirs.push(Settings::load(&one, &Default::default())?);
+            }
+            archive_cmd::run(&dirs, camera.as_deref(), json).await
         }
         Command::Export { camera, from, to, output } => {
             let s = Settings::load(g, &Default::default())?;

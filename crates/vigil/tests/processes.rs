@@ -111,6 +111,11 @@ fn bad_config_and_arguments_are_one_line_errors() {
     let (code, _, err) = vigil(&["topics", "--brokers", "127.0.0.1:1", "--data-dir", dir.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("no Kafka broker answers"), "{err}");
+    // Several data dirs: only for `vigil check`.
+    let d = dir.to_str().unwrap();
+    let (code, _, err) = vigil(&["archive", "--data-dir", d, "--data-dir", d]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--data-dir is given 2 times"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +232,7 @@ fn a_camera_already_ingested_is_refused() {
 /// to count a live writer's flush in progress as bytes without index).
 #[test]
 fn topics_and_check_beside_a_running_archive() {
-    let dir = temp_dir("topics");
+    let dir = temp_dir("topics-check");
     let addr = free_port();
     let listen = addr.to_string();
     let d = |s: &str| dir.join(s).to_str().unwrap().to_string();

@@ -207,12 +207,25 @@ pub fn wait_archived(data_dir: &Path, acked: &std::collections::BTreeSet<(String
 /// missing or duplicate frame and no byte without its index entry or the
 /// reverse, and every frame in `acked` (camera, seq) is archived.
 pub fn assert_archive_exact(data_dir: &Path, acked: &std::collections::BTreeSet<(String, u64)>) {
-    let adir = data_dir.to_str().unwrap();
-    let (code, out, err) = vigil(&["check", "--json", "--data-dir", adir]);
+    assert_archives_exact(&[data_dir], acked);
+}
+
+/// The same verdict on one archive kept in several data dirs (archivers
+/// of one group, a dir each), checked as one by `vigil check --data-dir A
+/// --data-dir B`. Returns check's totals.
+pub fn assert_archives_exact(
+    data_dirs: &[&Path],
+    acked: &std::collections::BTreeSet<(String, u64)>,
+) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut args = vec!["check", "--json"];
+    for d in data_dirs {
+        args.extend(["--data-dir", d.to_str().unwrap()]);
+    }
+    let (code, out, err) = vigil(&args);
     let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("check output: {out} {err}"));
     let mut totals = std::collections::BTreeMap::new();
     for c in report.as_array().unwrap() {
-        for k in ["frames", "missing", "duplicates", "without_data", "without_index_bytes"] {
+        for k in ["frames", "missing", "duplicates", "overlap", "without_data", "without_index_bytes"] {
             *totals.entry(k).or_insert(0) += c[k].as_u64().unwrap();
         }
     }
@@ -221,9 +234,10 @@ pub fn assert_archive_exact(data_dir: &Path, acked: &std::collections::BTreeSet<
         assert_eq!(totals[k], 0, "{k}: {out}");
     }
     assert_eq!(code, 0, "{err}");
-    let archived = archived_seqs(data_dir);
+    let archived: std::collections::BTreeSet<(String, u64)> = data_dirs.iter().flat_map(|d| archived_seqs(d)).collect();
     let lost: Vec<_> = acked.iter().filter(|k| !archived.contains(*k)).collect();
     assert!(lost.is_empty(), "{} acknowledged frames not archived, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    totals
 }
 
 /// (camera, seq) of every archived frame, read from the index without
