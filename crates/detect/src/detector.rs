@@ -126,6 +126,14 @@ pub struct Detector {
     counters: Counters,
     /// Object appeared/left events (not for re-analyses: live events only).
     pub(crate) publish_events: bool,
+    /// What inputs are read from, as results name it (`vigil.frames`, or
+    /// `archive` for a re-analysis).
+    pub(crate) source_topic: &'static str,
+    /// Frames captured before this only bring decoders up to date (a
+    /// re-analysis starts at the key frame before its range).
+    pub(crate) analyse_from_us: Option<i64>,
+    /// Frames taken for analysis since it was built.
+    pub(crate) taken: u64,
 }
 
 impl Detector {
@@ -158,6 +166,9 @@ impl Detector {
             batch: Vec::new(),
             counters,
             publish_events: true,
+            source_topic: topics::FRAMES,
+            analyse_from_us: None,
+            taken: 0,
         })
     }
 
@@ -167,11 +178,6 @@ impl Detector {
 
     pub fn output_topic(&self) -> &str {
         &self.cfg.output_topic
-    }
-
-    /// The most frames one inference takes.
-    pub(crate) fn batch_size(&self) -> usize {
-        self.model.batch()
     }
 
     /// A frame from `vigil.frames` or the archive (a re-analysis).
@@ -334,9 +340,11 @@ impl stage::Stage for Detector {
     }
 
     async fn on_input(&mut self, d: Delivered, out: &mut Output) -> Result<(), stage::Error> {
-        let source = SourceFrame { topic: topics::FRAMES.into(), partition: d.partition, offset: d.offset };
-        if let Some(job) = self.take_frame(&d.frame, source, Some(d.replay_from)) {
+        let source = SourceFrame { topic: self.source_topic.into(), partition: d.partition, offset: d.offset };
+        let wanted = self.analyse_from_us.is_none_or(|t| d.frame.meta.capture_us >= t);
+        if let Some(job) = self.take_frame(&d.frame, source, Some(d.replay_from)).filter(|_| wanted) {
             self.batch.push(job);
+            self.taken += 1;
         }
         if self.batch.len() >= self.model.batch() {
             self.analyse(out)?;

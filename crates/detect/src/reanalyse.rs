@@ -1,17 +1,20 @@
 //! Re-analysis: a model over archived footage, into a topic of its own.
 //!
-//! Reads each camera's archived frames between two times (from the key
-//! frame at or before the start, so H.264 decodes), and runs them through
-//! the same decode → model → tracker path as the live detector, publishing
-//! to a versioned topic (`vigil.detections.NAME`). The same frames and
-//! model always give the same records, so two models can be compared frame
-//! by frame, and a re-run publishes only copies consumers drop. No object
-//! events: those are for what happens now.
+//! The detector stage itself, run by `stage::run_bounded` over a finite
+//! input: each camera's archived frames between two times (from the key
+//! frame at or before the start, so H.264 decodes), read back from the
+//! archive, which outlives the topic's retention. Same decode → model →
+//! tracker path as the live detector, publishing to a versioned topic
+//! (`vigil.detections.NAME`). The same frames and model always give the
+//! same records, so two models can be compared frame by frame, and a re-run
+//! publishes only copies consumers drop. No object events: those are for
+//! what happens now.
 
 use crate::detector::{Detector, Error};
+use archive::index::{FrameRow, Index};
+use bus::Delivered;
 use media::{Codec, Frame, FrameMeta, Stream};
-use schema::SourceFrame;
-use stage::Output;
+use std::collections::VecDeque;
 use std::path::Path;
 
 /// What a re-analysis did.
@@ -33,10 +36,6 @@ impl Detector {
         from_us: i64,
         to_us: i64,
     ) -> Result<Summary, Error> {
-        self.publish_events = false;
-        // One-off publishing, never resumed: no transactions, no checkpoints.
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut out = Output::new(kafka, vec![self.output_topic().to_string()], None, stop)?;
         let index = archive::open_index(archive_dir).await?;
         let mut names: Vec<String> = index.cameras().await?.into_iter().map(|c| c.camera).collect();
         if !cameras.is_empty() {
@@ -45,18 +44,51 @@ impl Detector {
             }
             names.retain(|n| cameras.contains(n));
         }
-        let mut frames = archive::export::Frames::new(archive_dir);
-        let mut summary = Summary { cameras: names.len(), ..Summary::default() };
-        for camera in &names {
-            // Start at the key frame at or before `from`: within a minute.
-            let rows = index.frames_between(camera, from_us.saturating_sub(60_000_000), to_us).await?;
-            let first = rows.iter().rposition(|r| r.key && r.capture_us <= from_us).unwrap_or(0);
-            for r in &rows[first..] {
+        self.publish_events = false;
+        self.source_topic = "archive";
+        self.analyse_from_us = Some(from_us);
+        let cameras = names.len();
+        let footage = Footage {
+            index,
+            frames: archive::export::Frames::new(archive_dir),
+            cameras: names.into(),
+            rows: VecDeque::new(),
+            from_us,
+            to_us,
+        };
+        let outputs = vec![self.output_topic().to_string()];
+        let frames_read = stage::run_bounded(kafka, outputs, &mut self, ARCHIVE_PARTITION, footage).await?;
+        Ok(Summary { cameras, frames_read, frames_analysed: self.taken })
+    }
+}
+
+/// Archived frames carry no Kafka partition: results name the archive as
+/// their source, at this partition, with the frame's seq as offset.
+const ARCHIVE_PARTITION: i32 = -1;
+
+/// Each camera's archived frames in the range, one camera after another.
+struct Footage {
+    index: Index,
+    frames: archive::export::Frames,
+    cameras: VecDeque<String>,
+    rows: VecDeque<FrameRow>,
+    from_us: i64,
+    to_us: i64,
+}
+
+impl stage::Bounded for Footage {
+    type Item = Delivered;
+
+    async fn next(&mut self) -> Option<Result<Delivered, stage::Error>> {
+        loop {
+            if let Some(r) = self.rows.pop_front() {
                 let Some(codec) = codec(&r.codec) else { continue };
-                let payload = frames.read(r)?.to_vec();
-                summary.frames_read += 1;
+                let payload = match self.frames.read(&r) {
+                    Ok(p) => p.to_vec(),
+                    Err(e) => return Some(Err(stage::Error::fatal(e))),
+                };
                 let meta = FrameMeta {
-                    camera: r.camera.clone(),
+                    camera: r.camera,
                     stream: Stream::Main,
                     codec,
                     seq: r.seq,
@@ -65,21 +97,19 @@ impl Detector {
                     key: r.key,
                     discontinuity: r.discontinuity,
                 };
-                // Frames before `from` only bring the decoder up to date.
-                let source = SourceFrame { topic: "archive".into(), partition: -1, offset: r.seq as i64 };
-                let job = self.take_frame(&Frame { meta, payload }, source, None);
-                if let Some(job) = job.filter(|_| r.capture_us >= from_us) {
-                    self.batch.push(job);
-                    summary.frames_analysed += 1;
-                }
-                if self.batch.len() >= self.batch_size() {
-                    self.analyse(&mut out)?;
-                }
+                let (seq, frame) = (r.seq as i64, Frame { meta, payload });
+                return Some(Ok(Delivered { frame, partition: ARCHIVE_PARTITION, offset: seq, replay_from: seq }));
             }
-            self.analyse(&mut out)?;
+            let camera = self.cameras.pop_front()?;
+            // Start at the key frame at or before `from`: within a minute.
+            let rows =
+                match self.index.frames_between(&camera, self.from_us.saturating_sub(60_000_000), self.to_us).await {
+                    Ok(rows) => rows,
+                    Err(e) => return Some(Err(stage::Error::fatal(e))),
+                };
+            let first = rows.iter().rposition(|r| r.key && r.capture_us <= self.from_us).unwrap_or(0);
+            self.rows = rows.into_iter().skip(first).collect();
         }
-        out.wait_delivered().await?;
-        Ok(summary)
     }
 }
 

@@ -36,18 +36,26 @@
 //! - **transactions** where the broker has them: outputs, the checkpoint
 //!   and the input offsets of each interval commit in one Kafka
 //!   transaction, with the group's metadata (KIP-447): a member the group
-//!   has moved on from cannot commit.
+//!   has moved on from cannot commit;
+//! - **sinks that own their progress** (the archive): the stage says where
+//!   a partition's input continues (`Stage::stored_offset`) and commits its
+//!   own store (`Stage::commit`) before every checkpoint is written.
+//!
+//! The same stage also runs over a finite input (`run_bounded`: a
+//! re-analysis of archived footage), without group or checkpoints.
 //!
 //! A stage runs on a thread of its own with a single-threaded async
 //! runtime: stages do long CPU work (decoding, inference) that must not
 //! stall the other roles of the process. ARCHITECTURE.md, "How to write a
 //! stage", walks through one.
 
+mod bounded;
 mod checkpoint;
 mod output;
 mod runner;
 mod source;
 
+pub use bounded::{Bounded, run_bounded};
 pub use checkpoint::Checkpoint;
 pub use output::Output;
 pub use runner::run;
