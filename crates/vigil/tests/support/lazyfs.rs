@@ -102,9 +102,18 @@ impl LazyFs {
     }
 
     /// Mounts at `path` (an existing empty directory); needs root and /dev/fuse.
+    /// Through fusermount3 with `auto_unmount`, so that a test killed
+    /// mid-run leaves no mount behind; without fusermount3, a plain mount.
     pub fn mount(&self, path: &Path) -> std::io::Result<Mounted> {
         let opts = [MountOption::FSName("vigil-lazyfs".into()), MountOption::RW];
-        let session = fuser::spawn_mount2(Fs(self.0.clone()), path, &opts)?;
+        let auto = [&opts[..], &[MountOption::AutoUnmount, MountOption::AllowRoot]].concat();
+        let session = match fuser::spawn_mount2(Fs(self.0.clone()), path, &auto) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("lazyfs: no auto_unmount mount ({e}; fusermount3 from scripts/setup): a plain one");
+                fuser::spawn_mount2(Fs(self.0.clone()), path, &opts)?
+            }
+        };
         Ok(Mounted { session: Some(session), path: path.to_path_buf() })
     }
 
