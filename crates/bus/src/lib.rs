@@ -24,6 +24,7 @@ pub mod frames;
 pub mod group;
 pub mod inspect;
 pub mod metrics;
+pub mod produce;
 pub mod range;
 pub mod reader;
 pub mod table;

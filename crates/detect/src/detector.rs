@@ -256,7 +256,7 @@ impl Detector {
     }
 
     /// Runs the model over the batch, tracks, publishes.
-    pub(crate) fn analyse(&mut self, out: &mut Output) -> Result<(), Error> {
+    pub(crate) async fn analyse(&mut self, out: &mut Output) -> Result<(), Error> {
         let jobs = std::mem::take(&mut self.batch);
         if jobs.is_empty() {
             return Ok(());
@@ -298,7 +298,7 @@ impl Detector {
                 objects,
             };
             let payload = serde_json::to_vec(&record).expect("records serialise");
-            out.send(&self.cfg.output_topic, &job.camera, &record.id, &payload)?;
+            out.send(&self.cfg.output_topic, &job.camera, &record.id, &payload).await?;
             if !self.publish_events {
                 continue;
             }
@@ -314,7 +314,8 @@ impl Detector {
                     &job.camera,
                     &event.id,
                     &serde_json::to_vec(&event).expect("events serialise"),
-                )?;
+                )
+                .await?;
             }
         }
         Ok(())
@@ -347,13 +348,13 @@ impl stage::Stage for Detector {
             self.taken += 1;
         }
         if self.batch.len() >= self.model.batch() {
-            self.analyse(out)?;
+            self.analyse(out).await?;
         }
         Ok(())
     }
 
     async fn flush(&mut self, out: &mut Output) -> Result<(), stage::Error> {
-        Ok(self.analyse(out)?)
+        Ok(self.analyse(out).await?)
     }
 
     /// Each camera's state on `partition` (cameras not seen since the

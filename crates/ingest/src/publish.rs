@@ -11,22 +11,18 @@
 use crate::buffer::BufferReceiver;
 use crate::ledger::{AckRun, Ledger};
 use bus::metrics::{Counter, Metrics};
+use bus::produce::InFlight;
 use bus::{Delivery, KafkaConfig, TopicSpec};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use media::{Frame, FrameMeta};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::collections::VecDeque;
-use std::future::Future;
 use std::io::Write;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How long a send waits for room in a full queue when this camera has
-/// nothing in flight to wait on.
-const RETRY_WAIT: Duration = Duration::from_millis(20);
+/// How long a send waits after a refusal other than a full queue before
+/// trying again (with the producer replaced if it failed fatally).
+const RETRY_WAIT: Duration = Duration::from_millis(100);
 
 /// Appends `camera stream seq partition offset` for every frame the broker
 /// acknowledged: the ground truth crash tests compare the archive against.
@@ -95,8 +91,6 @@ struct Outgoing {
     bytes: Vec<u8>,
 }
 
-type Inflight = Pin<Box<dyn Future<Output = (Result<(i32, i64), String>, Outgoing)> + Send>>;
-
 pub struct Publisher {
     producer: SharedProducer,
     max_message_bytes: usize,
@@ -159,7 +153,7 @@ impl Publisher {
     /// Publishes until the buffer's sender is gone, then waits (at most
     /// `drain`) for outstanding deliveries.
     pub async fn run(mut self, mut rx: BufferReceiver, drain: Duration) {
-        let mut inflight: FuturesUnordered<Inflight> = FuturesUnordered::new();
+        let mut inflight: InFlight<Outgoing> = InFlight::new();
         let mut retry: VecDeque<Outgoing> = VecDeque::new();
         let mut flush = tokio::time::interval(Duration::from_millis(200));
         loop {
@@ -167,7 +161,7 @@ impl Publisher {
                 self.send(out, &mut inflight, &mut retry).await;
             }
             tokio::select! {
-                Some((res, out)) = inflight.next(), if !inflight.is_empty() => self.delivered(res, out, &mut retry),
+                Some((out, res)) = inflight.next(), if !inflight.is_empty() => self.delivered(res, out, &mut retry),
                 frame = rx.recv() => {
                     let Some(frame) = frame else { break };
                     let len = frame.payload.len();
@@ -185,7 +179,7 @@ impl Publisher {
                 self.send(out, &mut inflight, &mut retry).await;
             }
             match tokio::time::timeout_at(deadline, inflight.next()).await {
-                Ok(Some((res, out))) => self.delivered(res, out, &mut retry),
+                Ok(Some((out, res))) => self.delivered(res, out, &mut retry),
                 Ok(None) => {}
                 Err(_) => {
                     tracing::warn!(
@@ -222,28 +216,27 @@ impl Publisher {
         }
     }
 
-    async fn send(&mut self, out: Outgoing, inflight: &mut FuturesUnordered<Inflight>, retry: &mut VecDeque<Outgoing>) {
+    async fn send(&mut self, out: Outgoing, inflight: &mut InFlight<Outgoing>, retry: &mut VecDeque<Outgoing>) {
         let mut producer = self.producer.get();
         loop {
             // The record's timestamp is the producer's clock, not the
             // camera's: broker retention counts from it, and a camera with a
             // wrong clock must not get its frames deleted on arrival.
             let rec = FutureRecord::to(self.topic).key(out.meta.camera.as_bytes()).payload(&out.bytes);
-            let err = match producer.send_result(rec) {
-                Ok(fut) => {
-                    inflight.push(Box::pin(async move {
-                        let res = match fut.await {
-                            Ok(Ok(d)) => Ok((d.partition, d.offset)),
-                            Ok(Err((e, _))) => Err(e.to_string()),
-                            Err(_) => Err("producer closed".to_string()),
-                        };
-                        (res, out)
-                    }));
+            let sent = if self.delivery == Delivery::AtMostOnce {
+                inflight.try_send(&producer, rec)
+            } else {
+                // A full queue waits for the broker to take something: this
+                // is what pushes back on the camera.
+                inflight.send(&producer, rec, |done, res| self.delivered(res, done, retry)).await
+            };
+            let err = match sent {
+                Ok(delivery) => {
+                    inflight.track(out, delivery);
                     return;
                 }
-                Err((e, _)) => e,
+                Err(e) => e,
             };
-            let queue_full = matches!(err, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull));
             if self.delivery == Delivery::AtMostOnce {
                 if out.last_chunk {
                     self.dropped.inc();
@@ -251,27 +244,11 @@ impl Publisher {
                 self.run.give_up(out.meta.seq);
                 return;
             }
-            if !queue_full {
-                self.errors.inc();
-                tracing::warn!(topic = self.topic, error = %err, "send failed, retrying");
-            }
-            // Wait for the broker to take something before trying again:
-            // this is what pushes back on the camera. With nothing of this
-            // camera's in flight (other cameras fill the shared queue) there
-            // is nothing to wait on: sleep a little instead of spinning.
-            let waited = if inflight.is_empty() {
-                tokio::time::sleep(RETRY_WAIT).await;
-                None
-            } else {
-                tokio::time::timeout(Duration::from_millis(100), inflight.next()).await.ok().flatten()
-            };
-            match waited {
-                Some((res, done)) => self.delivered(res, done, retry),
-                None => {
-                    self.producer.recover_if_fatal();
-                    producer = self.producer.get();
-                }
-            }
+            self.errors.inc();
+            tracing::warn!(topic = self.topic, error = %err, "send failed, retrying");
+            tokio::time::sleep(RETRY_WAIT).await;
+            self.producer.recover_if_fatal();
+            producer = self.producer.get();
         }
     }
 
@@ -372,7 +349,7 @@ mod tests {
                     discontinuity: false,
                 });
                 let out = Outgoing { meta, last_chunk: true, frame_len: 512, bytes: filler.clone() };
-                let (mut inflight, mut retry) = (FuturesUnordered::new(), VecDeque::new());
+                let (mut inflight, mut retry) = (InFlight::new(), VecDeque::new());
                 let before = thread_cpu();
                 let sent = tokio::time::timeout(Duration::from_secs(1), p.send(out, &mut inflight, &mut retry)).await;
                 (sent.is_err(), thread_cpu() - before)

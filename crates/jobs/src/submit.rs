@@ -6,13 +6,11 @@
 
 use crate::Error;
 use crate::chunk::{Chunks, FileSummary};
+use bus::produce::{Acked, InFlight};
 use bus::{KafkaConfig, topics};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::cell::Cell;
 use std::path::Path;
-use std::time::Duration;
 
 /// Chunks in flight at once.
 const WINDOW: usize = 16;
@@ -52,48 +50,43 @@ pub async fn submit(
     let chunks = Chunks::open(path, &summary, &video_id, chunk_bytes, bus::now_us())?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let total = summary.chunk_count(chunk_bytes) as u32;
-    let mut inflight = FuturesUnordered::new();
+    let mut inflight: InFlight<u32> = InFlight::new();
     let mut sent = 0u64;
-    for chunk in chunks {
-        let chunk = chunk?;
-        let record = chunk.encode();
-        loop {
-            match producer.send_result(FutureRecord::to(topics::VIDEO_CHUNKS).key(&video_id).payload(&record)) {
-                Ok(delivery) => {
-                    inflight.push(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => match inflight.next().await {
-                    Some(r) => {
-                        settle(r)?;
-                        sent += 1;
-                        progress(sent, total as u64);
-                    }
-                    None => tokio::time::sleep(Duration::from_millis(20)).await,
-                },
-                Err((e, _)) => return Err(Error::Send(e.to_string())),
+    // The first failed chunk ends the submission (a resubmission sends the
+    // same records again; the collectors drop repeats).
+    let failed: Cell<Option<String>> = Cell::new(None);
+    let mut settle = |_chunk: u32, acked: Acked| match acked {
+        Ok(_) => {
+            sent += 1;
+            progress(sent, total as u64);
+        }
+        Err(e) => {
+            if let Some(first) = failed.take().or(Some(e)) {
+                failed.set(Some(first));
             }
+        }
+    };
+    for (n, chunk) in chunks.enumerate() {
+        let record = chunk?.encode();
+        let rec = FutureRecord::to(topics::VIDEO_CHUNKS).key(&video_id).payload(&record);
+        match inflight.send(producer, rec, &mut settle).await {
+            Ok(delivery) => inflight.track(n as u32, delivery),
+            Err(e) => return Err(Error::Send(e.to_string())),
         }
         while inflight.len() >= WINDOW {
-            if let Some(r) = inflight.next().await {
-                settle(r)?;
-                sent += 1;
-                progress(sent, total as u64);
+            if let Some((chunk, acked)) = inflight.next().await {
+                settle(chunk, acked);
             }
         }
+        if let Some(e) = failed.take() {
+            return Err(Error::Send(e));
+        }
     }
-    while let Some(r) = inflight.next().await {
-        settle(r)?;
-        sent += 1;
-        progress(sent, total as u64);
+    while let Some((chunk, acked)) = inflight.next().await {
+        settle(chunk, acked);
+    }
+    if let Some(e) = failed.take() {
+        return Err(Error::Send(e));
     }
     Ok(Submitted { video_id, name, bytes: summary.bytes, chunks: total })
-}
-
-fn settle<D, M>(r: Result<Result<D, (KafkaError, M)>, futures::channel::oneshot::Canceled>) -> Result<(), Error> {
-    match r {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((e, _))) => Err(Error::Send(e.to_string())),
-        Err(_) => Err(Error::Send("the producer went away".into())),
-    }
 }

@@ -5,12 +5,13 @@
 
 use crate::Error;
 use bus::KafkaConfig;
+use bus::produce::{Acked, InFlight};
 use bus::reader::ID_HEADER;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,7 +23,10 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Output {
     producer: FutureProducer,
     topics: Vec<String>,
-    pending: Vec<(String, DeliveryFuture)>,
+    /// Records not yet acknowledged, by topic.
+    pending: InFlight<String>,
+    /// The first failed delivery seen while waiting for room in the queue.
+    failed: Option<Error>,
     transactional: bool,
     stop: Arc<AtomicBool>,
 }
@@ -46,7 +50,7 @@ impl Output {
             }
             None => (kafka.producer(bus::Delivery::ExactlyOnce, BUFFER_KBYTES)?, false),
         };
-        Ok(Output { producer, topics, pending: Vec::new(), transactional, stop })
+        Ok(Output { producer, topics, pending: InFlight::with_stop(stop.clone()), failed: None, transactional, stop })
     }
 
     pub fn transactional(&self) -> bool {
@@ -58,33 +62,23 @@ impl Output {
     /// refusal (a fenced or failed producer, a record too large, a topic
     /// the stage did not declare) is an error: the runtime restarts the
     /// stage from its last checkpoint.
-    pub fn send(&mut self, topic: &str, key: &str, id: &str, payload: &[u8]) -> Result<(), Error> {
+    pub async fn send(&mut self, topic: &str, key: &str, id: &str, payload: &[u8]) -> Result<(), Error> {
         if !self.topics.iter().any(|t| t == topic) {
             return Err(Error::Config(format!("{topic}: not one of this stage's declared outputs")));
         }
         let headers = OwnedHeaders::new().insert(Header { key: ID_HEADER, value: Some(id) });
-        let mut record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
-        loop {
-            match self.producer.send_result(record) {
-                Ok(f) => {
-                    self.pending.push((topic.to_string(), f));
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    if self.stop.load(Ordering::Relaxed) {
-                        return Err(Error::Delivery {
-                            topic: topic.into(),
-                            cause: "stopping with a full queue".into(),
-                        });
-                    }
-                    // The queue drains as the broker acknowledges; a short
-                    // sleep on this stage's own thread, not a spin.
-                    std::thread::sleep(Duration::from_millis(20));
-                    record = r;
-                }
-                Err((e, _)) => return Err(Error::Delivery { topic: topic.into(), cause: e.to_string() }),
+        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+        let failed = &mut self.failed;
+        let settle = |topic: String, acked: Acked| {
+            if let Err(cause) = acked {
+                failed.get_or_insert(Error::Delivery { topic, cause });
             }
+        };
+        match self.pending.send(&self.producer, record, settle).await {
+            Ok(delivery) => self.pending.track(topic.to_string(), delivery),
+            Err(e) => return Err(Error::Delivery { topic: topic.into(), cause: e.to_string() }),
         }
+        self.failed.take().map_or(Ok(()), Err)
     }
 
     /// Queues an informational record (a member report) that nothing
@@ -100,20 +94,23 @@ impl Output {
     /// stage is stopping and an acknowledgement is slow (the broker may be
     /// gone for good): the next run starts from the last checkpoint.
     pub async fn wait_delivered(&mut self) -> Result<(), Error> {
-        for (topic, mut f) in std::mem::take(&mut self.pending) {
-            loop {
-                match tokio::time::timeout(Duration::from_millis(500), &mut f).await {
-                    Ok(Ok(Ok(_))) => break,
-                    Ok(Ok(Err((e, _)))) => return Err(Error::Delivery { topic, cause: e.to_string() }),
-                    Ok(Err(_)) => return Err(Error::Delivery { topic, cause: "producer closed".into() }),
-                    Err(_) if self.stop.load(Ordering::Relaxed) => {
-                        return Err(Error::Delivery { topic, cause: "stopping with records not acknowledged".into() });
-                    }
-                    Err(_) => {}
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), self.pending.next()).await {
+                Ok(None) => return Ok(()),
+                Ok(Some((_, Ok(_)))) => {}
+                Ok(Some((topic, Err(cause)))) => return Err(Error::Delivery { topic, cause }),
+                Err(_) if self.stop.load(Ordering::Relaxed) => {
+                    return Err(Error::Delivery {
+                        topic: self.topics.join(","),
+                        cause: "stopping with records not acknowledged".into(),
+                    });
                 }
+                Err(_) => {}
             }
         }
-        Ok(())
     }
 
     /// The group dropped this member: with transactions, what the open
@@ -124,6 +121,7 @@ impl Output {
         if self.transactional {
             let _ = self.producer.abort_transaction(TXN_TIMEOUT);
             self.pending.clear();
+            self.failed = None;
             if let Err(e) = self.producer.begin_transaction() {
                 tracing::warn!(error = %e, "could not open the next transaction after an abort");
             }

@@ -464,7 +464,7 @@ async fn checkpoint<S: Stage>(
         let bytes = serde_json::to_vec(&cp).map_err(|e| Error::Config(format!("{} state: {e}", spec.name)))?;
         if owned.stored.get(&p) != Some(&bytes) {
             let key = checkpoint::key(&spec.instance, p);
-            out.send(spec.state.name, &key, &key, &bytes)?;
+            out.send(spec.state.name, &key, &key, &bytes).await?;
             written.push((p, bytes));
         }
         offsets

@@ -75,7 +75,7 @@ impl Stage for Sum {
             let total = self.totals.entry(r.partition).or_default().0.entry(key.clone()).or_default();
             *total += n;
             let id = format!("{}/{}", r.partition, r.offset);
-            out.send("stage-test.out", &key, &id, format!("{key}={total}").as_bytes())?;
+            out.send("stage-test.out", &key, &id, format!("{key}={total}").as_bytes()).await?;
         }
         Ok(())
     }
