@@ -20,7 +20,7 @@
 
 use crate::index::{Index, OffsetUpdate};
 use crate::writer::Writer;
-use crate::{ArchiveConfig, Error, recover};
+use crate::{ArchiveConfig, Error, recover, retention};
 use bus::metrics::{Counter, Gauge, Histogram, Metrics};
 use bus::{Delivered, FrameReader};
 use stage::Output;
@@ -268,15 +268,26 @@ impl stage::Stage for Archiver {
                 // the writer (its files become a dead writer's) and cut back
                 // what it wrote; the next stage starts from the index.
                 self.writer = None;
-                if matches!(e, Error::Fenced { .. }) {
-                    tracing::error!(error = %e, "archive fenced off: starting again from the index");
-                } else {
+                let disk = !matches!(e, Error::Fenced { .. } | Error::Duplicate { .. });
+                if disk {
                     self.s.c.flush_errors.inc();
                     self.s.pause(&e);
                     tracing::error!(error = %e, "archive cannot write: paused until space returns");
+                } else {
+                    // Another writer of this dir got there first.
+                    tracing::error!(error = %e, "archive commit refused: starting again from the index");
                 }
                 if let Err(e) = recover::recover(&self.s.cfg.dir, &self.s.index).await {
                     tracing::error!(error = %e, "cannot repair segments after the failed flush");
+                }
+                if disk {
+                    // Make room now, not at retention's next tick: the next
+                    // stage starts after the restart backoff.
+                    let (cfg, now) = (&self.s.cfg, bus::now_us());
+                    match retention::enforce(&cfg.dir, &self.s.index, &cfg.retention, now).await {
+                        Ok(d) => self.s.c.deleted_bytes.add(d.bytes),
+                        Err(e) => tracing::error!(error = %e, "retention after the failed flush"),
+                    }
                 }
                 Err(stage_error(e))
             }

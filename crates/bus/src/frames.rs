@@ -50,6 +50,9 @@ pub struct FrameReader {
     /// Where each incomplete frame's first chunk sits: a sink must not
     /// resume past it, or the frame's earlier chunks would never be read.
     first_chunk: HashMap<FrameKey, (i32, i64)>,
+    /// Each camera's partition, for the cameras with chunked frames
+    /// completed: what to forget when a partition is released.
+    chunked_on: HashMap<String, i32>,
     metrics: Metrics,
     reassembler: Reassembler,
     cameras: HashMap<String, CameraCounters>,
@@ -107,6 +110,7 @@ impl FrameReader {
             ),
             reader,
             first_chunk: HashMap::new(),
+            chunked_on: HashMap::new(),
             metrics: metrics.clone(),
             reassembler: Reassembler::new(Limits::default()),
             cameras: HashMap::new(),
@@ -120,6 +124,7 @@ impl FrameReader {
     pub fn reassign(&mut self, from: &HashMap<i32, Offset>) -> Result<(), Error> {
         self.reader.reassign(from)?;
         self.first_chunk.clear();
+        self.chunked_on.clear();
         self.reassembler = Reassembler::new(Limits::default());
         Ok(())
     }
@@ -158,9 +163,17 @@ impl FrameReader {
     }
 
     /// Stops partitions the group revoked (see `Reader::release`), and
-    /// forgets their frames still being collected: the next owner reads
-    /// them from their first chunk.
+    /// forgets their frames still being collected (the next owner reads
+    /// them from their first chunk) and which of their frames were
+    /// completed (if a partition comes back, read from an earlier offset,
+    /// its chunked frames are frames again, not duplicates to drop).
     pub fn release(&mut self, partitions: &[i32]) -> Result<(), Error> {
+        let cameras: Vec<String> =
+            self.chunked_on.iter().filter(|(_, p)| partitions.contains(p)).map(|(c, _)| c.clone()).collect();
+        for camera in cameras {
+            self.reassembler.forget_done(&camera);
+            self.chunked_on.remove(&camera);
+        }
         let gone: Vec<FrameKey> =
             self.first_chunk.iter().filter(|(_, (p, _))| partitions.contains(p)).map(|(k, _)| k.clone()).collect();
         for key in gone {
@@ -215,6 +228,7 @@ impl FrameReader {
                     let replay_from = self.oldest_open_chunk(partition).map_or(offset, |o| o.min(offset));
                     if let Some(key) = key {
                         self.first_chunk.remove(&key);
+                        self.chunked_on.insert(key.0, partition);
                     }
                     self.count(&frame);
                     return Ok(FramePolled::Frame(Delivered { frame, partition, offset, replay_from }));

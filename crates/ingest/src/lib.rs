@@ -122,8 +122,14 @@ pub async fn run(
     // Cameras stop first; each publisher ends when its buffer is empty and
     // its camera (the sender) is gone.
     let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
-    for t in tasks {
-        let _ = t.await;
+    // A publisher waiting for room in a full queue (the broker gone) would
+    // wait for ever: past the drain time it is stopped where it stands.
+    let deadline = tokio::time::Instant::now() + cfg.drain + Duration::from_secs(5);
+    for mut t in tasks {
+        if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+            tracing::warn!("a publisher still waits for the broker after the drain time; stopping it");
+            t.abort();
+        }
     }
     // Queued events (a frames-lost report above all) go out before the
     // producer is dropped with them.

@@ -175,10 +175,16 @@ impl Publisher {
         }
         let deadline = tokio::time::Instant::now() + drain;
         while !(inflight.is_empty() && retry.is_empty()) {
-            if let Some(out) = retry.pop_front() {
-                self.send(out, &mut inflight, &mut retry).await;
-            }
-            match tokio::time::timeout_at(deadline, inflight.next()).await {
+            // A resend waits while the queue is full: within the deadline.
+            let resent = match retry.pop_front() {
+                Some(out) => tokio::time::timeout_at(deadline, self.send(out, &mut inflight, &mut retry)).await,
+                None => Ok(()),
+            };
+            let next = match resent {
+                Ok(()) => tokio::time::timeout_at(deadline, inflight.next()).await,
+                Err(e) => Err(e),
+            };
+            match next {
                 Ok(Some((out, res))) => self.delivered(res, out, &mut retry),
                 Ok(None) => {}
                 Err(_) => {

@@ -190,6 +190,14 @@ impl Reassembler {
         self.remove(&(camera.to_string(), stream, seq));
     }
 
+    /// Forgets which of `camera`'s frames were completed: its partition
+    /// left this reader, and if it comes back, read again from an earlier
+    /// offset, those frames must be whole frames again, not duplicates.
+    pub fn forget_done(&mut self, camera: &str) {
+        self.done.retain(|k| k.0 != camera);
+        self.done_order.retain(|k| k.0 != camera);
+    }
+
     /// Gives up frames older than the timeout.
     pub fn expire(&mut self, now: Instant) {
         while let Some(key) = self.order.front() {
@@ -293,6 +301,20 @@ mod tests {
         let late = Chunk::decode(&recs[0]).unwrap();
         assert_eq!(r.push(late, Instant::now()).unwrap(), Pushed::Duplicate);
         assert_eq!(r.pending_bytes(), 0);
+    }
+
+    #[test]
+    fn a_camera_read_again_after_its_partition_left_gives_whole_frames() {
+        let (a, b) = (frame("a", 1, 3000), frame("b", 1, 3000));
+        let (ra, rb) = (split(&a, 700).unwrap(), split(&b, 700).unwrap());
+        let mut r = Reassembler::new(Limits::default());
+        let now = Instant::now();
+        assert_eq!(feed(&mut r, &ra, now), vec![a.clone()]);
+        assert_eq!(feed(&mut r, &rb, now), vec![b.clone()]);
+        // a's partition left and came back: its frames are read again.
+        r.forget_done("a");
+        assert_eq!(feed(&mut r, &ra, now), vec![a], "a whole frame again, not a duplicate");
+        assert!(feed(&mut r, &rb, now).is_empty(), "b's partition stayed: its repeat is a duplicate");
     }
 
     #[test]
