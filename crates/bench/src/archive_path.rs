@@ -37,6 +37,12 @@ pub async fn archive(mut s: Settings, a: ArchiveBenchArgs) -> Result<()> {
     let (mut bare, mut arch, mut disk, mut cpu) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
     for round in 0..a.rounds {
         let t = topic(&format!("bench.archive.{}.{round}", std::process::id()));
+        // The archive's checkpoints and member reports go to the plan's
+        // topics: made each round, since deleting a topic on the embedded
+        // broker (tansu 0.6) drops every topic (measured).
+        for w in s.kafka.ensure_topics(&s.plan).await? {
+            eprintln!("warning: {w}");
+        }
         create(&s.kafka, &t).await?;
         publish(&s.kafka, &t, n, a.cameras, size, &dir.join(format!("seq{round}")), &Metrics::default())?.await;
         // Alternate which reads first: the second read finds the broker's
