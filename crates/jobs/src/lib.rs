@@ -1,15 +1,17 @@
 //! Whole-video jobs (issue: files sent through Kafka in chunks, collected
 //! and analysed). This first layer is pure: the chunk record on
 //! `vigil.video.chunks` (`chunk`), and the reassembly of one video from its
-//! chunks in any order (`assemble`). `vigil submit` and the collector
-//! stage are thin around them.
+//! chunks in any order (`assemble`), and a job's state (`job`). `vigil
+//! submit` and the collector stage are thin around them.
 
 pub mod assemble;
 pub mod chunk;
+pub mod job;
 pub mod submit;
 
 pub use assemble::{Added, Assembly, Whole};
 pub use chunk::{Chunk, ChunkMeta, FileSummary};
+pub use job::{Job, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
