@@ -92,6 +92,62 @@ fn records_that_drift_from_the_schema_are_refused() {
     assert!(!errors(&e, &j).is_empty(), "a time that is not a number");
 }
 
+fn video_results() -> Vec<VideoResult> {
+    let mut objects = detections().objects;
+    objects[0].object_id = Some(object_id("v", 3, 0, "dog"));
+    let frame = VideoFrame {
+        id: frame_id("v", 7),
+        video: "v".into(),
+        frame: 7,
+        time_us: 280_000,
+        model: "m".into(),
+        width: 640,
+        height: 360,
+        objects,
+    };
+    let object = VideoObject {
+        id: format!("{}/object", object_id("v", 3, 0, "dog")),
+        video: "v".into(),
+        object_id: object_id("v", 3, 0, "dog"),
+        class: "dog".into(),
+        first_frame: 3,
+        last_frame: 40,
+        first_us: 120_000,
+        last_us: 1_600_000,
+        frames_seen: 35,
+        best_score: 0.9,
+        best_frame: 12,
+        best_bbox: [1.0, 2.0, 3.0, 4.0],
+    };
+    let summary = VideoSummary {
+        id: "v/summary".into(),
+        video: "v".into(),
+        name: "walk.mp4".into(),
+        model: "m".into(),
+        frames_analysed: 41,
+        duration_us: 1_640_000,
+        processing_ms: 5300,
+        objects: [("dog".to_string(), 1)].into(),
+    };
+    vec![VideoResult::Frame(frame), VideoResult::Object(object), VideoResult::Summary(summary)]
+}
+
+#[test]
+fn video_results_match_their_schema_and_a_drifting_one_is_refused() {
+    let v = schema("video-results");
+    for r in video_results() {
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(errors(&v, &j), Vec::<String>::new(), "{j}");
+        assert_eq!(serde_json::from_value::<VideoResult>(j).unwrap(), r);
+    }
+    let mut j = serde_json::to_value(&video_results()[1]).unwrap();
+    j.as_object_mut().unwrap().remove("best_box");
+    assert!(!errors(&v, &j).is_empty(), "an object without its best box");
+    let mut j = serde_json::to_value(&video_results()[2]).unwrap();
+    j["kind"] = json!("frame");
+    assert!(!errors(&v, &j).is_empty(), "a summary calling itself a frame");
+}
+
 #[test]
 fn the_box_is_called_box_in_json() {
     let j = serde_json::to_value(&detections().objects[1]).unwrap();
