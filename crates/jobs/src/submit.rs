@@ -25,13 +25,16 @@ pub struct Submitted {
     pub chunks: u32,
 }
 
-/// Sends `path` as video `id` (default: its SHA-256) in chunks of
-/// `chunk_bytes`; `progress(sent, total)` after each acknowledged chunk.
+/// Sends `path` as video `id` (default: its SHA-256, so the same content
+/// sent again is the same video; with `force`, the SHA-256 and the
+/// submission time: a new job) in chunks of `chunk_bytes`;
+/// `progress(sent, total)` after each acknowledged chunk.
 pub async fn submit(
     kafka: &KafkaConfig,
     producer: &FutureProducer,
     path: &Path,
     id: Option<&str>,
+    force: bool,
     chunk_bytes: u64,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Submitted, Error> {
@@ -46,8 +49,13 @@ pub async fn submit(
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || FileSummary::of(&path)).await.map_err(|e| Error::Send(e.to_string()))??
     };
-    let video_id = id.map(str::to_string).unwrap_or_else(|| summary.sha256.clone());
-    let chunks = Chunks::open(path, &summary, &video_id, chunk_bytes, bus::now_us())?;
+    let now = bus::now_us();
+    let video_id = match id {
+        Some(id) => id.to_string(),
+        None if force => format!("{}-{now}", summary.sha256),
+        None => summary.sha256.clone(),
+    };
+    let chunks = Chunks::open(path, &summary, &video_id, chunk_bytes, now)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let total = summary.chunk_count(chunk_bytes) as u32;
     let mut inflight: InFlight<u32> = InFlight::new();

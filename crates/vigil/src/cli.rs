@@ -107,6 +107,10 @@ pub enum Command {
         /// The video id, instead of the content hash (one file only).
         #[arg(long)]
         id: Option<String>,
+        /// A new job even for content sent before: the id is the content
+        /// hash and the submission time.
+        #[arg(long, conflicts_with = "id")]
+        force: bool,
         /// Bytes per chunk (below the broker's message limit).
         #[arg(long, default_value_t = 512 * 1024)]
         chunk_bytes: u64,

@@ -130,10 +130,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
             s.resolve_brokers();
             topics_cmd::run(s, json).await
         }
-        Command::Submit { files, id, chunk_bytes, json } => {
+        Command::Submit { files, id, force, chunk_bytes, json } => {
             let mut s = Settings::load(g, &Default::default())?;
             s.resolve_brokers();
-            submit_cmd::run(&s, &files, id.as_deref(), chunk_bytes, json).await
+            submit_cmd::run(&s, &files, id.as_deref(), force, chunk_bytes, json).await
         }
     }
 }

@@ -8,7 +8,14 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub async fn run(s: &Settings, files: &[PathBuf], id: Option<&str>, chunk_bytes: u64, json: bool) -> Result<()> {
+pub async fn run(
+    s: &Settings,
+    files: &[PathBuf],
+    id: Option<&str>,
+    force: bool,
+    chunk_bytes: u64,
+    json: bool,
+) -> Result<()> {
     if id.is_some() && files.len() > 1 {
         bail!("--id names one video: give one file, or leave --id out (each file's id is its content hash)");
     }
@@ -41,7 +48,7 @@ pub async fn run(s: &Settings, files: &[PathBuf], id: Option<&str>, chunk_bytes:
                 eprintln!("{name}: {sent}/{total} chunks ({pct}%)");
             }
         };
-        let done = jobs::submit::submit(&s.kafka, &producer, f, id, chunk_bytes, progress)
+        let done = jobs::submit::submit(&s.kafka, &producer, f, id, force, chunk_bytes, progress)
             .await
             .with_context(|| format!("submitting {name}"))?;
         if !json {

@@ -49,6 +49,19 @@ fn a_submitted_file_reassembles_from_the_topic() {
     let jobs::Whole::Memory(back) = a.finish().unwrap() else { panic!("fits in memory") };
     assert_eq!(back, bytes);
 
+    // The same content again is the same video; --force makes a new one.
+    let submit = |force: bool| {
+        let mut args = vec!["submit", "--brokers", &listen, "--metrics-listen", "off", "--chunk-bytes", "200000"];
+        args.extend(force.then_some("--force"));
+        args.push(f);
+        let (code, out, err) = vigil(&args);
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    };
+    assert_eq!(submit(false), id, "the same content, the same video id");
+    let forced = submit(true);
+    assert!(forced != id && forced.starts_with(&format!("{id}-")), "--force: a new id, {forced}");
+
     for (args, why) in [
         (vec!["submit", "--brokers", &listen, "--metrics-listen", "off", "/no/such.mp4"], "not a file"),
         (
