@@ -235,7 +235,10 @@ impl stage::Stage for Archiver {
             return Ok(()); // not ours (any more): its owner archives it
         }
         let m = &d.frame.meta;
-        self.partition_of.insert(m.camera.clone(), d.partition);
+        // Per frame: no allocation unless the camera is new here.
+        if self.partition_of.get(&m.camera) != Some(&d.partition) {
+            self.partition_of.insert(m.camera.clone(), d.partition);
+        }
         let below = self.last_seq.get(&m.camera).is_some_and(|&l| m.seq <= l);
         let seen = below
             && (self.writer()?.is_pending(&m.camera, m.seq)
