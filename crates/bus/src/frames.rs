@@ -129,6 +129,11 @@ impl FrameReader {
         Ok(())
     }
 
+    /// See `Reader::pause`.
+    pub fn pause(&self, paused: bool) -> Result<(), Error> {
+        self.reader.pause(paused)
+    }
+
     /// Per partition, the offset a sink may resume from once it has stored
     /// every frame returned so far: after the last record read, but never
     /// past the first chunk of a frame still being collected.

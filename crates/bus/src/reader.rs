@@ -247,6 +247,18 @@ impl Reader {
         .map_err(|e| Error::kafka("unassign", e))
     }
 
+    /// Stops (or restarts) fetching every assigned partition, while `poll`
+    /// still answers rebalances and keeps the member alive: a stage that
+    /// holds all it may pushes back on the broker this way.
+    pub fn pause(&self, paused: bool) -> Result<(), Error> {
+        let assigned = self.consumer.assignment().map_err(|e| Error::kafka("assignment", e))?;
+        if assigned.count() == 0 {
+            return Ok(());
+        }
+        if paused { self.consumer.pause(&assigned) } else { self.consumer.resume(&assigned) }
+            .map_err(|e| Error::kafka("pause", e))
+    }
+
     /// Whether the group dropped this member (its session expired) without
     /// the owner having seen the revocation yet.
     pub fn assignment_lost(&self) -> bool {

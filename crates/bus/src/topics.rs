@@ -28,6 +28,8 @@ pub const DETECT_STATE: &str = "vigil.detect.state";
 pub const ARCHIVE_STATE: &str = "vigil.archive.state";
 pub const VIDEO_CHUNKS: &str = "vigil.video.chunks";
 pub const VIDEO_RESULTS: &str = "vigil.video.results";
+pub const VIDEO_JOBS: &str = "vigil.video.jobs";
+pub const COLLECT_STATE: &str = "vigil.collect.state";
 pub const MEMBERS: &str = "vigil.members";
 
 const HOUR: i64 = 3_600_000;
@@ -40,13 +42,15 @@ pub mod groups {
     pub const ARCHIVE: &str = "vigil-archive";
     /// The detector (`vigil.frames`).
     pub const DETECT: &str = "vigil-detect";
+    /// The collectors of whole videos (`vigil.video.chunks`).
+    pub const COLLECT: &str = "vigil-collect";
     /// The web app's readers (live feeds, boxes, ranges, tables): never commit.
     pub const WEB: &str = "vigil-web";
     /// One-off reads (`vigil topics`, `vigil events`, checkpoints on start): never commit.
     pub const READ: &str = "vigil-read";
 
     /// The groups whose lag `vigil topics` and the Topics page show.
-    pub const WITH_LAG: &[&str] = &[ARCHIVE, DETECT];
+    pub const WITH_LAG: &[&str] = &[ARCHIVE, DETECT, COLLECT];
 }
 
 /// The topic plan (ARCHITECTURE.md, "Topics and guarantees"), with default sizes. The broker is a buffer, not the
@@ -127,6 +131,22 @@ pub fn plan() -> Vec<TopicSpec> {
             retention_ms: Some(30 * 24 * HOUR),
         },
         TopicSpec {
+            name: VIDEO_JOBS,
+            key: "video",
+            content: "each whole-video job's state: queued, receiving k/n chunks, analysing k/n frames, done, failed (reason)",
+            delivery: LastValue,
+            partitions: 1,
+            retention_ms: None,
+        },
+        TopicSpec {
+            name: COLLECT_STATE,
+            key: "results topic/partition",
+            content: "collector checkpoints: per chunks partition, where to resume (the oldest unfinished video) and the videos ended since",
+            delivery: LastValue,
+            partitions: 1,
+            retention_ms: None,
+        },
+        TopicSpec {
             name: MEMBERS,
             key: "group/member",
             content: "each stage process's group and the partitions it owns, reported by the process itself",
@@ -186,11 +206,11 @@ mod tests {
     #[test]
     fn plan_is_complete_and_unique() {
         let p = plan();
-        assert_eq!(p.len(), 10);
+        assert_eq!(p.len(), 12);
         let mut names = names();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 10);
+        assert_eq!(names.len(), 12);
         assert_eq!(p.iter().find(|s| s.name == FRAMES).unwrap().delivery, Delivery::ExactlyOnce);
         assert_eq!(p.iter().find(|s| s.name == LIVE).unwrap().delivery, Delivery::AtMostOnce);
     }

@@ -123,6 +123,13 @@ impl Assembly {
         out
     }
 
+    /// Gives the video up: its spill file, if it has one, is removed.
+    pub fn discard(self) {
+        if let Store::File { path, .. } = self.store {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     /// The whole file, once every chunk is in and its SHA-256 matches.
     pub fn finish(self) -> Result<Whole, Error> {
         let video = self.meta.video_id.clone();

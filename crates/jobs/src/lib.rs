@@ -1,16 +1,21 @@
-//! Whole-video jobs (issue: files sent through Kafka in chunks, collected
-//! and analysed). This first layer is pure: the chunk record on
-//! `vigil.video.chunks` (`chunk`), and the reassembly of one video from its
-//! chunks in any order (`assemble`), and a job's state (`job`). `vigil
-//! submit` and the collector stage are thin around them.
+//! Whole-video jobs: files sent through Kafka in chunks, gathered and
+//! analysed by a group of collectors. The pure parts: the chunk record on
+//! `vigil.video.chunks` (`chunk`), the reassembly of one video from its
+//! chunks in any order (`assemble`), a job's state (`job`). Around them:
+//! `submit` (file → chunks), `decode` (a whole file through ffmpeg) and
+//! `collect`, the collector stage on the shared runtime.
 
 pub mod assemble;
 pub mod chunk;
+pub mod collect;
+pub mod decode;
 pub mod job;
+pub mod read;
 pub mod submit;
 
 pub use assemble::{Added, Assembly, Whole};
 pub use chunk::{Chunk, ChunkMeta, FileSummary};
+pub use collect::{CollectConfig, Collector, Sample};
 pub use job::{Job, State};
 
 #[derive(Debug, thiserror::Error)]

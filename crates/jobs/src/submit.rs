@@ -23,12 +23,19 @@ pub struct Submitted {
     pub name: String,
     pub bytes: u64,
     pub chunks: u32,
+    /// The video was submitted before (its job is in this state): nothing
+    /// was sent again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known: Option<crate::State>,
 }
 
 /// Sends `path` as video `id` (default: its SHA-256, so the same content
 /// sent again is the same video; with `force`, the SHA-256 and the
 /// submission time: a new job) in chunks of `chunk_bytes`;
-/// `progress(sent, total)` after each acknowledged chunk.
+/// `progress(sent, total)` after each acknowledged chunk. A video already
+/// in `jobs` is not sent again (a failed one is an error: `force` makes a
+/// new job of it).
+#[allow(clippy::too_many_arguments)]
 pub async fn submit(
     kafka: &KafkaConfig,
     producer: &FutureProducer,
@@ -36,6 +43,7 @@ pub async fn submit(
     id: Option<&str>,
     force: bool,
     chunk_bytes: u64,
+    jobs: &std::collections::BTreeMap<String, crate::Job>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Submitted, Error> {
     if chunk_bytes == 0 || chunk_bytes + META_ROOM > kafka.max_message_bytes as u64 {
@@ -55,9 +63,21 @@ pub async fn submit(
         None if force => format!("{}-{now}", summary.sha256),
         None => summary.sha256.clone(),
     };
-    let chunks = Chunks::open(path, &summary, &video_id, chunk_bytes, now)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let total = summary.chunk_count(chunk_bytes) as u32;
+    if let Some(job) = jobs.get(&video_id) {
+        if job.state == crate::State::Failed {
+            return Err(Error::Video {
+                video: video_id,
+                why: format!(
+                    "failed before ({}); --force submits it again as a new job",
+                    job.error.as_deref().unwrap_or("no reason given")
+                ),
+            });
+        }
+        return Ok(Submitted { video_id, name, bytes: summary.bytes, chunks: job.chunks, known: Some(job.state) });
+    }
+    let chunks = Chunks::open(path, &summary, &video_id, chunk_bytes, now)?;
     let mut inflight: InFlight<u32> = InFlight::new();
     let mut sent = 0u64;
     // The first failed chunk ends the submission (a resubmission sends the
@@ -96,5 +116,5 @@ pub async fn submit(
     if let Some(e) = failed.take() {
         return Err(Error::Send(e));
     }
-    Ok(Submitted { video_id, name, bytes: summary.bytes, chunks: total })
+    Ok(Submitted { video_id, name, bytes: summary.bytes, chunks: total, known: None })
 }

@@ -42,6 +42,7 @@ where
         taken += 1;
     }
     stage.flush(&mut out).await?;
+    while stage.work(&mut out).await? {}
     out.wait_delivered().await?;
     stage.revoke(partition);
     Ok(taken)

@@ -162,6 +162,25 @@ pub trait Stage {
         Ok(())
     }
 
+    /// **Stages with long work of their own** (a whole video to analyse)
+    /// do it in bounded steps here rather than in `on_input`: the runtime
+    /// calls `work` whenever no input is waiting, and at least every
+    /// `WORK_SLICE` while inputs stream in, and keeps serving the group in
+    /// between (a step of minutes would miss rebalances and the poll
+    /// deadline). Returns whether more work remains: then the runtime
+    /// calls again at once instead of waiting for input.
+    async fn work(&mut self, _out: &mut Output) -> Result<bool, Error> {
+        Ok(false)
+    }
+
+    /// Whether the stage holds all it may (videos, bytes in flight): the
+    /// runtime stops fetching its input (pauses the partitions, still
+    /// serving the group) until it no longer is, so the backlog waits in
+    /// Kafka rather than in memory.
+    fn full(&self) -> bool {
+        false
+    }
+
     /// Whether the stage wants a checkpoint now, before the interval
     /// (a sink holding many bytes in memory).
     fn checkpoint_due(&self) -> bool {
@@ -207,6 +226,9 @@ impl Error {
         }
     }
 }
+
+/// The longest a stream of inputs delays a stage's own work (`Stage::work`).
+pub const WORK_SLICE: Duration = Duration::from_millis(100);
 
 /// The longest checkpoint interval with transactions: well inside
 /// librdkafka's default `transaction.timeout.ms` (60 s).

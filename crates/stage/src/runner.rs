@@ -3,7 +3,7 @@
 //! restart.
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::{Error, Input, Output, Source, Stage, StageSpec, Start, TRANSACTION_MAX};
+use crate::{Error, Input, Output, Source, Stage, StageSpec, Start, TRANSACTION_MAX, WORK_SLICE};
 use bus::metrics::{Counter, Gauge, Histogram};
 use bus::{Delivery, KafkaConfig, Metrics, Rebalance};
 use rdkafka::{Offset, TopicPartitionList};
@@ -213,7 +213,19 @@ async fn run_once<S: Stage>(
     let mut reported = Instant::now();
     let mut last = Instant::now();
     let mut wait = IDLE;
+    // The stage's own work (`Stage::work`): whether some remains, when it
+    // last had a turn, and whether input is paused because it is full.
+    let (mut busy, mut worked, mut paused) = (true, Instant::now(), false);
     while !stop.load(Ordering::Relaxed) {
+        let full = stage.full();
+        if full != paused {
+            source.pause(full)?;
+            paused = full;
+        }
+        if paused && busy {
+            // Nothing is fetched: serve the group, then work at once.
+            wait = Duration::ZERO;
+        }
         match tokio::time::timeout(wait, source.next()).await {
             Ok(Ok(Input::Item(input))) => {
                 stage.on_input(input, &mut out).await?;
@@ -228,6 +240,8 @@ async fn run_once<S: Stage>(
             }
             Ok(Ok(Input::Rebalance(Rebalance::Assigned(partitions)))) => {
                 assign(spec, kafka, stage, &mut source, &mut owned, &partitions).await?;
+                // New partitions start fetching; pause them too if full.
+                paused = false;
                 orphaned_since = None;
                 c.rebalances.inc();
                 c.assigned.set(owned.position.len() as f64);
@@ -263,8 +277,15 @@ async fn run_once<S: Stage>(
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
                 stage.flush(&mut out).await?;
-                wait = IDLE;
+                busy = stage.work(&mut out).await?;
+                worked = Instant::now();
+                wait = if busy { Duration::ZERO } else { IDLE };
             }
+        }
+        // A stream of inputs does not starve the stage's own work.
+        if busy && worked.elapsed() >= WORK_SLICE {
+            busy = stage.work(&mut out).await?;
+            worked = Instant::now();
         }
         if orphans.has_changed().unwrap_or(false) {
             let (unowned, first) = orphans.borrow_and_update().clone();
@@ -289,6 +310,7 @@ async fn run_once<S: Stage>(
             }
             drop(source);
             source = S::Source::subscribe(kafka, &spec.input, spec.group, metrics)?;
+            paused = false;
             orphaned_since = None;
             c.rejoins.inc();
             c.assigned.set(0.0);

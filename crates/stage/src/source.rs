@@ -34,6 +34,10 @@ pub trait Source: Sized {
     /// Stops revoked partitions: after this another member may read them.
     fn release(&mut self, partitions: &[i32]) -> Result<(), bus::Error>;
 
+    /// Stops (or restarts) fetching the assigned partitions; rebalances
+    /// still come (backpressure from a stage that holds all it may).
+    fn pause(&mut self, paused: bool) -> Result<(), bus::Error>;
+
     /// Whether the group has dropped this member (its session expired)
     /// before the revocation reached the stage.
     fn assignment_lost(&self) -> bool;
@@ -68,6 +72,10 @@ impl Source for FrameReader {
 
     fn release(&mut self, partitions: &[i32]) -> Result<(), bus::Error> {
         FrameReader::release(self, partitions)
+    }
+
+    fn pause(&mut self, paused: bool) -> Result<(), bus::Error> {
+        FrameReader::pause(self, paused)
     }
 
     fn assignment_lost(&self) -> bool {
@@ -107,6 +115,10 @@ impl Source for Reader {
 
     fn release(&mut self, partitions: &[i32]) -> Result<(), bus::Error> {
         Reader::release(self, partitions)
+    }
+
+    fn pause(&mut self, paused: bool) -> Result<(), bus::Error> {
+        Reader::pause(self, paused)
     }
 
     fn assignment_lost(&self) -> bool {

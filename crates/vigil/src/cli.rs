@@ -114,9 +114,36 @@ pub enum Command {
         /// Bytes per chunk (below the broker's message limit).
         #[arg(long, default_value_t = 512 * 1024)]
         chunk_bytes: u64,
+        /// Follow each job until it ends; exit 1 if one failed.
+        #[arg(long)]
+        wait: bool,
         /// Machine-readable output: a list of objects.
         #[arg(long)]
         json: bool,
+    },
+    /// Gather submitted videos from vigil.video.chunks (a member of the
+    /// collectors' group), analyse them with the detector's model and
+    /// tracker, publish to vigil.video.results and vigil.video.jobs.
+    Collect(CollectArgs),
+    /// Whole-video jobs and their progress (from vigil.video.jobs).
+    Jobs {
+        /// Only this video.
+        id: Option<String>,
+        /// Machine-readable output: a list of objects.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A whole-video job's results (from vigil.video.results): its summary
+    /// and objects, or every frame's.
+    Results {
+        id: String,
+        /// Everything (summary, objects, frames) as one JSON object.
+        #[arg(long, conflicts_with = "mot")]
+        json: bool,
+        /// MOTChallenge text (`frame,id,x,y,w,h,conf,-1,-1,-1`), for
+        /// TrackEval or py-motmetrics.
+        #[arg(long)]
+        mot: bool,
     },
     /// The topic plan with live numbers: guarantee, partitions, retention,
     /// end offsets, consumer-group lag.
@@ -152,15 +179,14 @@ pub struct UpArgs {
     pub no_detect: bool,
 }
 
+/// The model and how results are published: `vigil detect` and `vigil collect`.
 #[derive(Args, Debug)]
-pub struct DetectArgs {
-    /// A YOLOv8-layout ONNX model [default: the one scripts/fetch-model installs].
+pub struct ModelArgs {
+    /// A YOLOv8-layout ONNX model [default: `[detect] model`, else the one
+    /// scripts/fetch-model installs].
     #[arg(long, value_name = "FILE")]
     pub model: Option<std::path::PathBuf>,
-    /// Which frames to analyse: `key-frames` or `N/s` [default: key-frames].
-    #[arg(long, value_name = "RULE")]
-    pub sample: Option<String>,
-    /// Inference threads (0: every core) [default: 1].
+    /// Inference threads (0: every core) [default: `[detect] threads`, 1].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Run on the CUDA execution provider (fails clearly without a GPU).
@@ -169,6 +195,29 @@ pub struct DetectArgs {
     /// Commit results with Kafka transactions (brokers that have them).
     #[arg(long)]
     pub transactions: bool,
+}
+
+impl ModelArgs {
+    /// Applies the flags to `model`; returns whether `--transactions` was given.
+    pub fn apply(&self, model: &mut detect::model::ModelOptions) -> bool {
+        if let Some(m) = &self.model {
+            model.path = m.clone();
+        }
+        if let Some(t) = self.threads {
+            model.threads = t;
+        }
+        model.cuda |= self.cuda;
+        self.transactions
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DetectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Which frames to analyse: `key-frames` or `N/s` [default: key-frames].
+    #[arg(long, value_name = "RULE")]
+    pub sample: Option<String>,
     /// Where results go [default: vigil.detections; for a re-analysis
     /// vigil.detections.MODEL-ID].
     #[arg(long, value_name = "TOPIC")]
@@ -183,6 +232,15 @@ pub struct DetectArgs {
     /// Re-analyse only this camera (repeatable) [default: every camera].
     #[arg(long = "camera", value_name = "ID", requires = "from")]
     pub cameras: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CollectArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Which frames to analyse: `all` or `N/s` of video time [default: all].
+    #[arg(long, value_name = "RULE")]
+    pub sample: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -40,6 +40,8 @@ pub struct File {
     #[serde(default)]
     pub detect: DetectSection,
     #[serde(default)]
+    pub jobs: JobsSection,
+    #[serde(default)]
     pub cameras: Vec<CameraEntry>,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicOverride>,
@@ -107,6 +109,23 @@ pub struct DetectSection {
     pub transactions: Option<bool>,
 }
 
+/// `[jobs]`: the collectors of whole videos (`vigil collect`, and part of
+/// `vigil up`). The model and tracker settings are `[detect]`'s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSection {
+    /// Run a collector in `vigil up` (default true, when the model is installed).
+    pub enabled: Option<bool>,
+    /// `all`, or `N/s` of video time.
+    pub sample: Option<String>,
+    pub memory_bytes: Option<u64>,
+    pub max_file_bytes: Option<u64>,
+    pub max_videos: Option<usize>,
+    pub chunk_timeout_s: Option<u64>,
+    pub checkpoint_interval_ms: Option<u64>,
+    pub transactions: Option<bool>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveSection {
@@ -153,6 +172,9 @@ pub struct Settings {
     pub detect: detect::DetectConfig,
     /// Whether `vigil up` runs the detector.
     pub detect_in_up: bool,
+    pub jobs: jobs::CollectConfig,
+    /// Whether `vigil up` runs a collector.
+    pub jobs_in_up: bool,
 }
 
 /// The web app's settings (`[web]`).
@@ -265,6 +287,7 @@ impl Settings {
         };
         let mut detect = detect_config(&file.detect)?;
         detect.member = member_name(&data_dir);
+        let jobs = jobs_config(&file.jobs, &detect, &data_dir)?;
         // Archivers may share a dir: the pid tells them apart.
         archive.member = format!("{}:pid{}", member_name(&data_dir), std::process::id());
         let mut kafka = KafkaConfig::new(brokers.clone().unwrap_or_default());
@@ -293,6 +316,8 @@ impl Settings {
             web,
             detect,
             detect_in_up: file.detect.enabled.unwrap_or(true),
+            jobs,
+            jobs_in_up: file.jobs.enabled.unwrap_or(true),
         })
     }
 
@@ -325,6 +350,53 @@ pub fn parse_sampling(text: &str) -> Result<detect::Sampling> {
         Some(n) if n > 0.0 && n <= 120.0 => Ok(detect::Sampling::PerSecond(n)),
         _ => bail!("sample `{text}`: use `key-frames` or a rate such as `2/s` (up to 120/s)"),
     }
+}
+
+/// Parses `all` or `N/s` (`--sample` of `vigil collect`).
+pub fn parse_video_sample(text: &str) -> Result<jobs::Sample> {
+    if text == "all" {
+        return Ok(jobs::Sample::All);
+    }
+    match parse_sampling(text) {
+        Ok(detect::Sampling::PerSecond(n)) => Ok(jobs::Sample::PerSecond(n)),
+        _ => bail!("sample `{text}`: use `all` or a rate such as `5/s` (up to 120/s)"),
+    }
+}
+
+fn jobs_config(j: &JobsSection, d: &detect::DetectConfig, data_dir: &Path) -> Result<jobs::CollectConfig> {
+    let memory_bytes = j.memory_bytes.unwrap_or(256 << 20);
+    if memory_bytes > 1 << 40 {
+        bail!("jobs.memory_bytes = {memory_bytes}: use at most 1 TiB (0 gathers every video on disk)");
+    }
+    let max_file_bytes = j.max_file_bytes.unwrap_or(8 << 30);
+    if max_file_bytes == 0 {
+        bail!("jobs.max_file_bytes = 0: use the largest file a collector accepts, in bytes");
+    }
+    let max_videos = j.max_videos.unwrap_or(2);
+    if !(1..=64).contains(&max_videos) {
+        bail!("jobs.max_videos = {max_videos}: use 1..=64");
+    }
+    let timeout = j.chunk_timeout_s.unwrap_or(300);
+    if !(1..=86_400).contains(&timeout) {
+        bail!("jobs.chunk_timeout_s = {timeout}: use 1..=86400");
+    }
+    let interval = j.checkpoint_interval_ms.unwrap_or(2000);
+    if !(100..=600_000).contains(&interval) {
+        bail!("jobs.checkpoint_interval_ms = {interval}: use 100..=600000");
+    }
+    Ok(jobs::CollectConfig {
+        model: d.model.clone(),
+        tracker: d.tracker,
+        sample: parse_video_sample(j.sample.as_deref().unwrap_or("all")).context("jobs.sample")?,
+        memory_bytes,
+        max_file_bytes,
+        max_videos,
+        chunk_timeout: std::time::Duration::from_secs(timeout),
+        work_dir: data_dir.join("jobs"),
+        checkpoint_interval: std::time::Duration::from_millis(interval),
+        transactions: j.transactions.unwrap_or(false),
+        member: d.member.clone(),
+    })
 }
 
 fn detect_config(d: &DetectSection) -> Result<detect::DetectConfig> {
@@ -483,6 +555,10 @@ mod tests {
             ("[detect]\nmax_age = 0", "detect.max_age"),
             ("[detect]\ncheckpoint_interval_ms = 5", "detect.checkpoint_interval_ms"),
             ("[detect]\nmodle = \"x.onnx\"", "modle"),
+            ("[jobs]\nsample = \"key-frames\"", "jobs.sample"),
+            ("[jobs]\nmax_videos = 0", "jobs.max_videos"),
+            ("[jobs]\nchunk_timeout_s = 0", "jobs.chunk_timeout_s"),
+            ("[jobs]\nmax_file_bytes = 0", "jobs.max_file_bytes"),
             ("[groups]\nassignor = \"sticky\"", "groups.assignor"),
             ("[groups]\nsession_timeout_ms = 10", "groups.session_timeout_ms"),
         ];

@@ -22,17 +22,10 @@ pub async fn role(
 
 pub async fn run(s: Settings, a: DetectArgs) -> Result<()> {
     let mut cfg = s.detect.clone();
-    if let Some(m) = a.model {
-        cfg.model.path = m;
-    }
+    cfg.transactions |= a.model.apply(&mut cfg.model);
     if let Some(r) = &a.sample {
         cfg.sampling = parse_sampling(r)?;
     }
-    if let Some(t) = a.threads {
-        cfg.model.threads = t;
-    }
-    cfg.model.cuda |= a.cuda;
-    cfg.transactions |= a.transactions;
     let mut s = s;
     let reanalysis = a.from.is_some();
     let output = match (a.output_topic, reanalysis) {

@@ -3,6 +3,7 @@
 
 mod archive_cmd;
 mod detect_cmd;
+mod jobs_cmd;
 mod submit_cmd;
 mod topics_cmd;
 mod user_cmd;
@@ -130,10 +131,25 @@ async fn dispatch(cli: Cli) -> Result<()> {
             s.resolve_brokers();
             topics_cmd::run(s, json).await
         }
-        Command::Submit { files, id, force, chunk_bytes, json } => {
+        Command::Submit { files, id, force, chunk_bytes, wait, json } => {
             let mut s = Settings::load(g, &Default::default())?;
             s.resolve_brokers();
-            submit_cmd::run(&s, &files, id.as_deref(), force, chunk_bytes, json).await
+            submit_cmd::run(&s, &files, id.as_deref(), force, chunk_bytes, wait, json).await
+        }
+        Command::Collect(a) => {
+            let mut s = Settings::load(g, &Default::default())?;
+            s.resolve_brokers();
+            jobs_cmd::collect(s, a).await
+        }
+        Command::Jobs { id, json } => {
+            let mut s = Settings::load(g, &Default::default())?;
+            s.resolve_brokers();
+            jobs_cmd::jobs(&s, id.as_deref(), json).await
+        }
+        Command::Results { id, json, mot } => {
+            let mut s = Settings::load(g, &Default::default())?;
+            s.resolve_brokers();
+            jobs_cmd::results(&s, &id, json, mot).await
         }
     }
 }
@@ -241,6 +257,19 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
     if detecting {
         println!("  detect   {} → {}, {}", s.detect.model.path.display(), bus::topics::DETECTIONS, bus::topics::EVENTS);
     }
+    if s.jobs_in_up && s.jobs.transactions && s.brokers.is_none() {
+        anyhow::bail!("the embedded broker has no Kafka transactions: set jobs.transactions = false");
+    }
+    let model = &s.jobs.model;
+    let collecting = s.jobs_in_up && model.path.exists() && model.runtime.exists();
+    if collecting {
+        println!(
+            "  collect  {} → {}, {} (vigil submit FILE)",
+            bus::topics::VIDEO_CHUNKS,
+            bus::topics::VIDEO_RESULTS,
+            bus::topics::VIDEO_JOBS
+        );
+    }
     println!("  metrics  {}metrics", web::url(&web_cfg));
     println!("  topics   vigil topics --data-dir {}", s.data_dir.display());
     match &first_password {
@@ -260,6 +289,10 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
     if detecting {
         let (s2, cfg, m, stop) = (s.clone(), s.detect.clone(), metrics.clone(), stopped(stop_rx.clone()));
         roles.spawn("detect", async move { detect_cmd::role(&s2, cfg, m, stop).await });
+    }
+    if collecting {
+        let (s2, cfg, m, stop) = (s.clone(), s.jobs.clone(), metrics.clone(), stopped(stop_rx.clone()));
+        roles.spawn("collect", async move { jobs_cmd::role(&s2, cfg, m, stop).await });
     }
     let (cfg, kafka, plan) = (ingest_config(&s, None), s.kafka.clone(), s.plan.clone());
     let stop = stopped(stop_rx);
