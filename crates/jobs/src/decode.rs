@@ -52,9 +52,7 @@ pub fn probe(path: &Path) -> Result<VideoInfo, String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run ffprobe: {e}"))?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    // Its errors start with the path, a collector's work file: not the user's.
-    let err = err.lines().last().unwrap_or("").trim().replace(&format!("{}: ", path.display()), "");
+    let err = tidy(&String::from_utf8_lossy(&out.stderr), path);
     if !out.status.success() {
         return Err(format!("not a video ffmpeg can read: {err}"));
     }
@@ -75,6 +73,23 @@ pub fn probe(path: &Path) -> Result<VideoInfo, String> {
         duration_us: duration.map(|d| (d * 1e6) as i64),
         codec: s["codec_name"].as_str().unwrap_or("?").to_string(),
     })
+}
+
+/// ffmpeg's error lines, short: without the path (a collector's work
+/// file, not the user's) and the demuxer's address (`[mov,mp4 @ 0x55..]`).
+fn tidy(stderr: &str, path: &Path) -> String {
+    let path = format!("{}: ", path.display());
+    let lines: Vec<String> = stderr
+        .lines()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| match (l.starts_with('['), l.find("] ")) {
+            (true, Some(i)) => &l[i + 2..],
+            _ => l,
+        })
+        .map(|l| l.replace(&path, ""))
+        .collect();
+    lines[lines.len().saturating_sub(TAIL)..].join(" | ")
 }
 
 /// A running decode. Dropping it stops ffmpeg (at its next frame).
@@ -212,8 +227,8 @@ fn read_frames(
     let lines = tail.recv().unwrap_or_default();
     let status = child.wait();
     if index == 0 || !status.as_ref().is_ok_and(|s| s.success()) {
-        let why = if lines.is_empty() { "no frame decoded".to_string() } else { lines.join(" | ") };
-        let _ = tx.blocking_send(Err(format!("ffmpeg could not decode {}: {why}", file.display())));
+        let why = if lines.is_empty() { "no frame decoded".to_string() } else { tidy(&lines.join("\n"), &file) };
+        let _ = tx.blocking_send(Err(format!("ffmpeg could not decode the video: {why}")));
     }
 }
 
@@ -235,6 +250,15 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_without_work_paths_or_addresses() {
+        let err = "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d0c] moov atom not found\n/w/jobs/ab.video: Invalid data found when processing input\n";
+        assert_eq!(
+            tidy(err, Path::new("/w/jobs/ab.video")),
+            "moov atom not found | Invalid data found when processing input"
+        );
+    }
 
     #[test]
     fn showinfo_times() {

@@ -18,38 +18,7 @@ use common::*;
 use rdkafka::Message;
 use schema::Detections;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-const DOG: &str = "/usr/share/darknet/data/dog.jpg";
-
-/// A photo with a dog, a bicycle and a car/truck drifting right over a
-/// plain background, `secs` long at 10 fps.
-fn moving_dog(dir: &Path, secs: u32, codec: &[&str], out: &str) -> std::path::PathBuf {
-    assert!(Path::new(DOG).exists(), "{DOG} missing: run scripts/setup (Debian package darknet)");
-    let path = dir.join(out);
-    let ok = Command::new("ffmpeg")
-        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=0x556655:s=640x360:r=10", "-i", DOG])
-        .args(["-filter_complex", "[1:v]scale=360:270[d];[0:v][d]overlay=x='20+t*6':y=45"])
-        .args(["-t", &secs.to_string()])
-        .args(codec)
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    path
-}
-
-fn model_installed() {
-    let m = detect::model::ModelOptions::default();
-    assert!(
-        m.path.exists() && m.runtime.exists(),
-        "model or ONNX Runtime missing ({}, {}): run scripts/fetch-model",
-        m.path.display(),
-        m.runtime.display()
-    );
-}
 
 /// Every record of `topic` as (id, payload), read committed.
 fn records(kafka: &bus::KafkaConfig, topic: &str, partitions: i32) -> Vec<(String, Vec<u8>)> {

@@ -113,25 +113,27 @@ pub fn wait_port(addr: SocketAddr, within: Duration) {
 
 /// Runs `vigil ARGS` to completion (bounded) and returns (exit code, stdout, stderr).
 pub fn vigil(args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+    let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn vigil");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
+    // Its output is read while it runs (a large one would fill the pipe
+    // and stall it); a watchdog ends it after a minute.
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let late = done_rx.recv_timeout(Duration::from_secs(60)).is_err();
+        if late {
+            unsafe_kill(pid, 9);
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("vigil {args:?} did not finish in 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        late
+    });
     let out = child.wait_with_output().unwrap();
+    let _ = done_tx.send(());
+    assert!(!watchdog.join().unwrap(), "vigil {args:?} did not finish in 60 s");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -343,4 +345,33 @@ pub fn start_up(base: &[&str], log: &Path) -> (Vigil, SocketAddr) {
     let up = Vigil::start("up", &args, log);
     wait_port(web, Duration::from_secs(60));
     (up, web)
+}
+
+pub const DOG: &str = "/usr/share/darknet/data/dog.jpg";
+
+/// A photo with a dog, a bicycle and a car/truck drifting right over a
+/// plain background, `secs` long at 10 fps.
+pub fn moving_dog(dir: &Path, secs: u32, codec: &[&str], out: &str) -> std::path::PathBuf {
+    assert!(Path::new(DOG).exists(), "{DOG} missing: run scripts/setup (Debian package darknet)");
+    let path = dir.join(out);
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=0x556655:s=640x360:r=10", "-i", DOG])
+        .args(["-filter_complex", "[1:v]scale=360:270[d];[0:v][d]overlay=x='20+t*6':y=45"])
+        .args(["-t", &secs.to_string()])
+        .args(codec)
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    path
+}
+
+pub fn model_installed() {
+    let m = detect::model::ModelOptions::default();
+    assert!(
+        m.path.exists() && m.runtime.exists(),
+        "model or ONNX Runtime missing ({}, {}): run scripts/fetch-model",
+        m.path.display(),
+        m.runtime.display()
+    );
 }
