@@ -9,6 +9,7 @@ mod group;
 mod index;
 mod index_v1;
 mod ingest_path;
+mod jobs_path;
 mod live;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,11 @@ enum Bench {
     /// The detector scaled out: 1 detector, then 2 in one consumer group,
     /// over the same backlog: frames/s each and together, and the ratio.
     Group(group::GroupBenchArgs),
+    /// Whole-video jobs (submit → Kafka → collect → results) beside the
+    /// same decode, model and tracker run directly on the file: video-
+    /// seconds per second and the ratio; a collector's memory peak while a
+    /// video larger than its budget is gathered.
+    Jobs(jobs_path::JobsBenchArgs),
     /// (Used by `live`.) WebSocket viewers measuring arrival latency.
     #[command(hide = true)]
     Viewers(live::ViewersArgs),
@@ -91,5 +97,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::Viewers(a) => live::viewers(a).await,
         Bench::Detect(a) => detection::detect(settings()?, a),
         Bench::Group(a) => group::group(settings()?, a).await,
+        Bench::Jobs(a) => jobs_path::jobs(settings()?, a).await,
     }
 }
