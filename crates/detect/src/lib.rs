@@ -1,8 +1,9 @@
 //! Frames to detections.
 //!
 //! `model` (a YOLO-family ONNX model through ONNX Runtime: letterbox,
-//! inference, NMS) and `track` (SORT: a Kalman filter per object, Hungarian
-//! assignment on IoU, global ids) are pure building blocks; `detector` is
+//! inference, NMS) and `track` (a Kalman filter per object in time,
+//! ByteTrack's two-stage association, OC-SORT's re-update, global ids) are
+//! pure building blocks; `mot` runs the tracker over MOTChallenge text; `detector` is
 //! the stage (on the shared runtime, `crates/stage`) that consumes
 //! `vigil.frames`, decodes with `codec`, and publishes `vigil.detections`
 //! and object events; `checkpoint` is what it keeps per partition;
@@ -11,6 +12,7 @@
 pub mod checkpoint;
 pub mod detector;
 pub mod model;
+pub mod mot;
 pub mod reanalyse;
 pub mod track;
 

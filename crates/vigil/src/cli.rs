@@ -145,6 +145,21 @@ pub enum Command {
         #[arg(long)]
         mot: bool,
     },
+    /// Run vigil's tracker alone over detections in MOTChallenge format
+    /// (`frame,-1,x,y,w,h,conf,...`) and write its tracks in that format
+    /// (`frame,id,x,y,w,h,conf,-1,-1,-1`), for TrackEval or py-motmetrics.
+    /// The tracker settings are `[detect]`'s.
+    Track {
+        /// The detections file.
+        #[arg(long, value_name = "FILE")]
+        mot_det: PathBuf,
+        /// Frames per second of the sequence (the tracker works in time).
+        #[arg(long, default_value_t = 30.0)]
+        frame_rate: f64,
+        /// Where the tracks go [default: stdout].
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// The topic plan with live numbers: guarantee, partitions, retention,
     /// end offsets, consumer-group lag.
     Topics {

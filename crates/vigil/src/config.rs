@@ -103,7 +103,13 @@ pub struct DetectSection {
     /// `key-frames`, or `N/s`.
     pub sample: Option<String>,
     pub max_age: Option<u32>,
+    pub max_age_s: Option<f32>,
     pub min_hits: Option<u32>,
+    pub confirm_s: Option<f32>,
+    pub track_iou: Option<f32>,
+    pub track_high_score: Option<f32>,
+    pub track_new_score: Option<f32>,
+    pub track_reupdate: Option<bool>,
     pub checkpoint_interval_ms: Option<u64>,
     /// Kafka transactions (brokers that have them; not the embedded one).
     pub transactions: Option<bool>,
@@ -443,6 +449,23 @@ fn detect_config(d: &DetectSection) -> Result<detect::DetectConfig> {
             bail!("detect.min_hits = {h}: use 1..=100");
         }
         tracker.min_hits = h;
+    }
+    for (name, v, slot, range) in [
+        ("max_age_s", d.max_age_s, &mut tracker.max_age_s, 0.0..=3600.0),
+        ("confirm_s", d.confirm_s, &mut tracker.confirm_s, 0.0..=3600.0),
+        ("track_iou", d.track_iou, &mut tracker.iou_threshold, 0.01..=1.0),
+        ("track_high_score", d.track_high_score, &mut tracker.high_score, 0.0..=1.0),
+        ("track_new_score", d.track_new_score, &mut tracker.new_track_score, 0.0..=1.0),
+    ] {
+        if let Some(v) = v {
+            if !range.contains(&v) {
+                bail!("detect.{name} = {v}: use {}..={}", range.start(), range.end());
+            }
+            *slot = v;
+        }
+    }
+    if let Some(r) = d.track_reupdate {
+        tracker.reupdate = r;
     }
     let interval = d.checkpoint_interval_ms.unwrap_or(2000);
     if !(100..=600_000).contains(&interval) {

@@ -136,6 +136,19 @@ async fn dispatch(cli: Cli) -> Result<()> {
             s.resolve_brokers();
             submit_cmd::run(&s, &files, id.as_deref(), force, chunk_bytes, wait, json).await
         }
+        Command::Track { mot_det, frame_rate, output } => {
+            let s = Settings::load(g, &Default::default())?;
+            let text = std::fs::read_to_string(&mot_det).with_context(|| format!("reading {}", mot_det.display()))?;
+            let tracks = detect::mot::track(&text, frame_rate, s.detect.tracker)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", mot_det.display()))?;
+            match output {
+                Some(o) => std::fs::write(&o, tracks).with_context(|| format!("writing {}", o.display())),
+                None => {
+                    print!("{tracks}");
+                    Ok(())
+                }
+            }
+        }
         Command::Collect(a) => {
             let mut s = Settings::load(g, &Default::default())?;
             s.resolve_brokers();
