@@ -75,6 +75,34 @@ pub fn probe(path: &Path) -> Result<VideoInfo, String> {
     })
 }
 
+/// `src` as an MP4 a browser plays (H.264, index first), at the file's own
+/// timestamps: the video copied when it is H.264, re-encoded otherwise.
+/// Written to a temporary name and renamed: `out` is whole or absent.
+pub fn browser_mp4(src: &Path, out: &Path) -> Result<(), String> {
+    let info = probe(src)?;
+    let tmp = out.with_extension("part.mp4");
+    let codec: &[&str] = if info.codec == "h264" {
+        &["-c:v", "copy"]
+    } else {
+        &["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
+    };
+    let done = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"])
+        .arg(src)
+        .args(["-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough"])
+        .args(codec)
+        .args(["-movflags", "+faststart", "-f", "mp4"])
+        .arg(&tmp)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+    if !done.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("ffmpeg could not make an MP4: {}", tidy(&String::from_utf8_lossy(&done.stderr), src)));
+    }
+    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))
+}
+
 /// ffmpeg's error lines, short: without the path (a collector's work
 /// file, not the user's) and the demuxer's address (`[mov,mp4 @ 0x55..]`).
 fn tidy(stderr: &str, path: &Path) -> String {

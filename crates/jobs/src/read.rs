@@ -2,7 +2,7 @@
 //! submit --wait`, the web app): one bounded read of each topic. Blocking:
 //! call it off the async workers.
 
-use crate::{Error, Job};
+use crate::{Assembly, Chunk, Error, Job, Whole};
 use bus::{KafkaConfig, topics};
 use rdkafka::Message;
 use schema::video::{VideoFrame, VideoObject, VideoResult, VideoSummary};
@@ -67,6 +67,40 @@ pub fn results(kafka: &KafkaConfig, video: &str, timeout: Duration) -> Result<Re
     })?;
     out.frames.sort_by_key(|f| f.frame);
     Ok(out)
+}
+
+/// One video put back together from `vigil.video.chunks` (while the topic
+/// keeps its chunks), in memory up to 64 MB, else in a file in `work_dir`.
+pub fn video(kafka: &KafkaConfig, id: &str, work_dir: &std::path::Path, timeout: Duration) -> Result<Whole, Error> {
+    let mut assembly: Option<Assembly> = None;
+    let mut failed: Option<Error> = None;
+    bus::range::read(kafka, &range(kafka, topics::VIDEO_CHUNKS, timeout)?, |m| {
+        if m.key() != Some(id.as_bytes()) || failed.is_some() {
+            return;
+        }
+        let Some(c) = m.payload().and_then(|p| Chunk::decode(p).ok()) else { return };
+        let a = match &mut assembly {
+            Some(a) => a,
+            None => match Assembly::new(&c.meta, 64 << 20, work_dir) {
+                Ok(a) => assembly.insert(a),
+                Err(e) => {
+                    failed = Some(e);
+                    return;
+                }
+            },
+        };
+        // A chunk that does not fit this video (another submission under
+        // the same id) is left out; the whole file's checksum decides.
+        let _ = a.add(&c);
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let a = assembly.ok_or_else(|| Error::Video {
+        video: id.to_string(),
+        why: format!("no chunks of it on {} (the topic keeps them a limited time)", topics::VIDEO_CHUNKS),
+    })?;
+    a.finish()
 }
 
 impl Results {

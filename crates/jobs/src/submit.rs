@@ -9,13 +9,15 @@ use crate::chunk::{Chunks, FileSummary};
 use bus::produce::{Acked, InFlight};
 use bus::{KafkaConfig, topics};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use std::cell::Cell;
 use std::path::Path;
 
 /// Chunks in flight at once.
 const WINDOW: usize = 16;
 /// Room kept in a record for the metadata beside the payload.
 pub const META_ROOM: u64 = 4096;
+/// Bytes per chunk unless asked otherwise: well below Kafka's default
+/// message limit (1 MB).
+pub const DEFAULT_CHUNK_BYTES: u64 = 512 * 1024;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Submitted {
@@ -44,7 +46,7 @@ pub async fn submit(
     force: bool,
     chunk_bytes: u64,
     jobs: &std::collections::BTreeMap<String, crate::Job>,
-    mut progress: impl FnMut(u64, u64),
+    mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<Submitted, Error> {
     if chunk_bytes == 0 || chunk_bytes + META_ROOM > kafka.max_message_bytes as u64 {
         return Err(Error::Send(format!(
@@ -79,42 +81,53 @@ pub async fn submit(
     }
     let chunks = Chunks::open(path, &summary, &video_id, chunk_bytes, now)?;
     let mut inflight: InFlight<u32> = InFlight::new();
-    let mut sent = 0u64;
-    // The first failed chunk ends the submission (a resubmission sends the
-    // same records again; the collectors drop repeats).
-    let failed: Cell<Option<String>> = Cell::new(None);
-    let mut settle = |_chunk: u32, acked: Acked| match acked {
-        Ok(_) => {
-            sent += 1;
-            progress(sent, total as u64);
-        }
-        Err(e) => {
-            if let Some(first) = failed.take().or(Some(e)) {
-                failed.set(Some(first));
-            }
-        }
-    };
+    // Acknowledged so far, and the first failed chunk, which ends the
+    // submission (a resubmission sends the same records again; the
+    // collectors drop repeats).
+    let mut tally = Tally { sent: 0, total: total.into(), failed: None, progress: &mut progress };
     for (n, chunk) in chunks.enumerate() {
         let record = chunk?.encode();
         let rec = FutureRecord::to(topics::VIDEO_CHUNKS).key(&video_id).payload(&record);
-        match inflight.send(producer, rec, &mut settle).await {
+        match inflight.send(producer, rec, |_, acked| tally.settle(acked)).await {
             Ok(delivery) => inflight.track(n as u32, delivery),
             Err(e) => return Err(Error::Send(e.to_string())),
         }
         while inflight.len() >= WINDOW {
-            if let Some((chunk, acked)) = inflight.next().await {
-                settle(chunk, acked);
+            if let Some((_, acked)) = inflight.next().await {
+                tally.settle(acked);
             }
         }
-        if let Some(e) = failed.take() {
+        if let Some(e) = tally.failed.take() {
             return Err(Error::Send(e));
         }
     }
-    while let Some((chunk, acked)) = inflight.next().await {
-        settle(chunk, acked);
+    while let Some((_, acked)) = inflight.next().await {
+        tally.settle(acked);
     }
-    if let Some(e) = failed.take() {
+    if let Some(e) = tally.failed.take() {
         return Err(Error::Send(e));
     }
     Ok(Submitted { video_id, name, bytes: summary.bytes, chunks: total, known: None })
+}
+
+/// Chunks acknowledged, and the first that failed.
+struct Tally<'a, P: FnMut(u64, u64)> {
+    sent: u64,
+    total: u64,
+    failed: Option<String>,
+    progress: &'a mut P,
+}
+
+impl<P: FnMut(u64, u64)> Tally<'_, P> {
+    fn settle(&mut self, acked: Acked) {
+        match acked {
+            Ok(_) => {
+                self.sent += 1;
+                (self.progress)(self.sent, self.total);
+            }
+            Err(e) => {
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
 }

@@ -112,7 +112,7 @@ pub enum Command {
         #[arg(long, conflicts_with = "id")]
         force: bool,
         /// Bytes per chunk (below the broker's message limit).
-        #[arg(long, default_value_t = 512 * 1024)]
+        #[arg(long, default_value_t = jobs::submit::DEFAULT_CHUNK_BYTES)]
         chunk_bytes: u64,
         /// Follow each job until it ends; exit 1 if one failed.
         #[arg(long)]

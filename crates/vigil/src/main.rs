@@ -415,6 +415,8 @@ fn web_config(s: &Settings, a: &cli::ServeArgs) -> web::WebConfig {
             .iter()
             .map(|c| web::CameraInfo { id: c.id.clone(), source: describe(&c.main), sub: c.sub.is_some() })
             .collect(),
+        work_dir: s.data_dir.join("web"),
+        max_upload_bytes: s.jobs.max_file_bytes,
     }
 }
 

@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ADMIN_PW: &str = "admin-password-1";
@@ -239,28 +239,8 @@ sample = "2/s"
     assert!(start <= from && from - start <= 1_100_000, "start {start} for from {from}: the key frame before");
 
     // The browser.
-    let mut node = Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/tests/browser/detect.mjs"))
-        .env("VIGIL_URL", format!("http://{web}/"))
-        .env("ADMIN_PASSWORD", ADMIN_PW)
-        .env("CAMERA", "d1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node (scripts/setup installs it)");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while node.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = node.kill();
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let out = node.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "browser: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("results");
-    eprintln!("browser: {r}");
-    assert_eq!(r["ok"], true);
+    let web_url = format!("http://{web}/");
+    run_browser("detect.mjs", &[("VIGIL_URL", &web_url), ("ADMIN_PASSWORD", ADMIN_PW), ("CAMERA", "d1")]);
 
     assert!(up.stop(Duration::from_secs(30)).is_some_and(|s| s.success()), "vigil up did not stop cleanly");
     let _ = std::fs::remove_dir_all(&dir);

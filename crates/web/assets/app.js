@@ -398,6 +398,8 @@ async function route() {
       return await cameraPage(decodeURIComponent(path), Number(new URLSearchParams(query || '').get('t')) || null);
     }
     if (h === '#/events' || h.startsWith('#/events?')) return await eventsPage(new URLSearchParams(h.split('?')[1] || ''));
+    if (h === '#/jobs') return await jobsPage();
+    if (h.startsWith('#/jobs/')) return await jobPage(decodeURIComponent(h.slice(7)));
     if (h === '#/topics') return await topicsPage();
     if (h === '#/status') return await statusPage();
     return await gridPage();

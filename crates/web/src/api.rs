@@ -33,7 +33,8 @@ pub fn routes(app: App) -> axum::Router {
         .route("/api/cameras/{id}/thumbnail", get(crate::thumbnail::thumbnail))
         .route("/api/events", get(crate::detections::events))
         .route("/api/topics", get(topics))
-        .route("/api/status", get(status));
+        .route("/api/status", get(status))
+        .merge(crate::jobs::routes());
     router.route("/api/latency", get(latency).delete(reset_latency)).with_state(app)
 }
 

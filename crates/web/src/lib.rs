@@ -8,12 +8,14 @@
 //! - `detections`: live boxes for the live WebSocket, recorded boxes and
 //!   object events for ranges (read with `scan`); `thumbnail`: an archived
 //!   frame as a small JPEG;
+//! - `jobs`: whole-video jobs (upload, progress, results, the video);
 //! - `assets`: the web app itself, embedded in the binary.
 
 mod api;
 mod assets;
 pub mod auth;
 pub mod detections;
+mod jobs;
 pub mod live;
 mod playback;
 mod scan;
@@ -63,6 +65,20 @@ pub struct WebConfig {
     /// PEM certificate chain and private key: serve HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub cameras: Vec<CameraInfo>,
+    /// Uploads on their way to Kafka, job videos made playable.
+    pub work_dir: PathBuf,
+    /// The largest upload (the collectors' `[jobs] max_file_bytes`).
+    pub max_upload_bytes: u64,
+}
+
+/// What the jobs pages need.
+pub struct JobsWeb {
+    /// Every job's state (`vigil.video.jobs`), kept current by one reader.
+    pub table: bus::table::Table<::jobs::Job>,
+    pub work_dir: PathBuf,
+    pub max_upload_bytes: u64,
+    /// One job video made playable at a time.
+    pub making: tokio::sync::Mutex<()>,
 }
 
 /// What every handler can reach.
@@ -90,6 +106,7 @@ pub struct App {
     /// Bounds on concurrent heavy requests: topic scans, thumbnails.
     pub scans: Arc<tokio::sync::Semaphore>,
     pub thumbnails: Arc<tokio::sync::Semaphore>,
+    pub jobs: Arc<JobsWeb>,
 }
 
 /// Range reads of `vigil.detections` and `vigil.events` running at once
@@ -148,6 +165,14 @@ pub async fn start(
         &metrics,
     )?;
     let inspector = bus::inspect::Inspector::new(&kafka)?;
+    let jobs_topic = find(bus::topics::VIDEO_JOBS);
+    let jobs = JobsWeb {
+        table: bus::table::Table::start(&kafka, &jobs_topic, jobs_topic.partitions, &metrics)?,
+        work_dir: cfg.work_dir.clone(),
+        max_upload_bytes: cfg.max_upload_bytes,
+        making: tokio::sync::Mutex::new(()),
+    };
+    std::fs::create_dir_all(&cfg.work_dir).map_err(|e| Error::Other(format!("{}: {e}", cfg.work_dir.display())))?;
     let index = archive::open_index(&cfg.archive_dir).await?;
     // Cameras recorded but not configured here (another host's ingest)
     // can still be played back.
@@ -166,6 +191,7 @@ pub async fn start(
         partitions,
         scans: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SCANS)),
         thumbnails: Arc::new(tokio::sync::Semaphore::new(thumbnail::CONCURRENT)),
+        jobs: Arc::new(jobs),
         index: Arc::new(index),
         archive_dir: cfg.archive_dir.clone(),
         kafka,

@@ -375,3 +375,29 @@ pub fn model_installed() {
         m.runtime.display()
     );
 }
+
+/// Runs a browser test script of crates/web/tests/browser with `env`
+/// (bounded: 180 s) and returns the JSON of its last line; panics with its
+/// output when it fails.
+pub fn run_browser(script: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    let mut cmd = Command::new("node");
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/tests/browser").join(script));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut node = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("node (scripts/setup installs it)");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while node.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = node.kill();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = node.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{script}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("results");
+    eprintln!("{script}: {r}");
+    assert_eq!(r["ok"], true, "{script}: {r}");
+    r
+}

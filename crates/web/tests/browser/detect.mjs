@@ -5,7 +5,7 @@
 // and exits non-zero on the first failed check (or after 150 s in all).
 //
 // env: VIGIL_URL, ADMIN_PASSWORD, CAMERA
-import { chromium } from 'playwright-core';
+import { adminPage, launch } from './launch.mjs';
 
 const url = process.env.VIGIL_URL;
 const cam = process.env.CAMERA;
@@ -23,18 +23,9 @@ async function waitFor(page, fn, arg, what, ms = 20000) {
   }
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--autoplay-policy=no-user-gesture-required'],
-});
+const browser = await launch();
 try {
-  const page = await browser.newPage();
-  page.on('pageerror', e => console.error('page error:', e.message));
-  await page.goto(`${url}#/login`);
-  await page.fill('input[name=user]', 'admin');
-  await page.fill('input[name=password]', process.env.ADMIN_PASSWORD);
-  await page.click('#login button');
+  const page = await adminPage(browser, url, process.env.ADMIN_PASSWORD);
   await page.waitForSelector('.tile', { timeout: 10000 });
 
   // Live: the camera's view gets boxes with labels.
