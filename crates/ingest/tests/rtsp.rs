@@ -10,6 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// This crate's directory, as cargo tells the test at run time (a test
+/// binary built in another checkout and found fresh in a shared target
+/// dir would carry that checkout's compile-time path).
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map(Into::into).unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 /// The test server, killed (SIGKILL) when dropped, also when a test fails.
 struct Server(Child);
 
@@ -22,7 +29,7 @@ impl Drop for Server {
 
 /// The test server on `port`; with `auth`, it demands those credentials.
 fn server(port: u16, auth: Option<(&str, &str)>) -> Server {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/rtsp_server.py");
+    let script = manifest_dir().join("tests/rtsp_server.py");
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg(script).arg(port.to_string()).stdout(Stdio::piped()).stderr(Stdio::inherit());
     if let Some((u, p)) = auth {

@@ -4,8 +4,15 @@
 use crate::*;
 use serde_json::{Value, json};
 
+/// This crate's directory, as cargo tells the test at run time (a test
+/// binary built in another checkout and found fresh in a shared target
+/// dir would carry that checkout's compile-time path).
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+}
+
 fn schema(name: &str) -> jsonschema::Validator {
-    let path = format!("{}/../../docs/schemas/{name}.schema.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../docs/schemas/{name}.schema.json", manifest_dir());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
 }

@@ -149,7 +149,7 @@ struct RtspServer(std::process::Child);
 impl RtspServer {
     fn start(port: u16) -> RtspServer {
         use std::io::BufRead;
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../ingest/tests/rtsp_server.py");
+        let script = manifest_dir().join("../ingest/tests/rtsp_server.py");
         let mut child = Command::new("/usr/bin/python3")
             .arg(script)
             .arg(port.to_string())

@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -170,7 +169,7 @@ fn web_app_api_and_browser() {
     std::fs::create_dir_all(&downloads).unwrap();
     for mode in ["mse", "webcodecs"] {
         let out = Command::new("node")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/tests/browser/live.mjs"))
+            .arg(manifest_dir().join("../web/tests/browser/live.mjs"))
             .env("VIGIL_URL", format!("http://{web}/"))
             .env("ADMIN_PASSWORD", ADMIN_PW)
             .env("VIEWER_PASSWORD", VIEWER_PW)

@@ -8,6 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// This crate's directory, as cargo tells the test at run time (a test
+/// binary built in another checkout and found fresh in a shared target
+/// dir would carry that checkout's compile-time path).
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 /// A fresh directory of this test's own: two tests (threads of one test
 /// binary) that ask for the same name still get different directories.
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -381,7 +388,7 @@ pub fn model_installed() {
 /// output when it fails.
 pub fn run_browser(script: &str, env: &[(&str, &str)]) -> serde_json::Value {
     let mut cmd = Command::new("node");
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/tests/browser").join(script));
+    cmd.arg(manifest_dir().join("../web/tests/browser").join(script));
     for (k, v) in env {
         cmd.env(k, v);
     }
