@@ -67,6 +67,10 @@ use crate::{BBox, Detection};
 use kalman::Kalman;
 use serde::{Deserialize, Serialize};
 
+/// A confirmed track unseen for this many analysed frames leaves whatever
+/// the time says.
+const MAX_MISSED: usize = 1000;
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrackerConfig {
@@ -178,9 +182,27 @@ pub struct Tracker {
     camera: String,
     cfg: TrackerConfig,
     /// The last frame taken, which later frames must follow.
+    #[serde(default)]
     last: Option<FrameRef>,
     /// In creation order: the assignment's tie-breaking depends on it.
+    #[serde(default, deserialize_with = "tracks_or_none")]
     tracks: Vec<Track>,
+}
+
+/// The tracks of a checkpoint, or none from one an older vigil wrote (its
+/// SORT tracks do not carry on here): the detector keeps its place in the
+/// stream, and objects in view get new ids once.
+fn tracks_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Track>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        Now(Vec<Track>),
+        Older(serde::de::IgnoredAny),
+    }
+    Ok(match Saved::deserialize(d)? {
+        Saved::Now(t) => t,
+        Saved::Older(_) => Vec::new(),
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -236,7 +258,7 @@ impl Tracker {
             // Each filter steps from its own last time: the track's last
             // prediction was for the previous frame.
             let from = t.missed.last().copied().unwrap_or(t.last.time_us);
-            t.kf.predict((frame.time_us - from) as f64 / 1e6);
+            t.kf.predict(frame.time_us.saturating_sub(from) as f64 / 1e6);
         }
         let usable: Vec<Usable> = detections
             .iter()
@@ -305,7 +327,7 @@ impl Tracker {
                 None => continue,
             };
             let track = &mut self.tracks[t];
-            let span_s = (track.last.time_us - track.first.time_us) as f64 / 1e6;
+            let span_s = track.last.time_us.saturating_sub(track.first.time_us) as f64 / 1e6;
             if !track.confirmed
                 && (track.hits >= min_hits || (track.hits >= 2 && span_s >= f64::from(self.cfg.confirm_s)))
             {
@@ -373,8 +395,11 @@ impl Tracker {
                     continue;
                 }
                 t.missed.push(frame.time_us);
-                let unseen_s = (frame.time_us - t.last.time_us) as f64 / 1e6;
-                if t.missed.len() > self.cfg.max_age as usize && unseen_s > f64::from(self.cfg.max_age_s) {
+                let unseen_s = frame.time_us.saturating_sub(t.last.time_us) as f64 / 1e6;
+                let old = t.missed.len() > self.cfg.max_age as usize && unseen_s > f64::from(self.cfg.max_age_s);
+                // Time that stands still (or a huge max_age_s) must not keep
+                // a track, and its list of missed frames, forever.
+                if old || t.missed.len() > MAX_MISSED {
                     left.push(t.summary(&self.camera));
                     continue;
                 }
@@ -429,12 +454,12 @@ impl Track {
             let (t0, t1) = (self.last.time_us, frame.time_us);
             let mut at = t0;
             for &t in &self.missed {
-                kf.predict((t - at) as f64 / 1e6);
-                let f = if t1 > t0 { (t - t0) as f64 / (t1 - t0) as f64 } else { 1.0 };
+                kf.predict(t.saturating_sub(at) as f64 / 1e6);
+                let f = if t1 > t0 { t.saturating_sub(t0) as f64 / t1.saturating_sub(t0) as f64 } else { 1.0 };
                 kf.update(std::array::from_fn(|i| z0[i] + (z[i] - z0[i]) * f));
                 at = t;
             }
-            kf.predict((t1 - at) as f64 / 1e6);
+            kf.predict(t1.saturating_sub(at) as f64 / 1e6);
             self.kf = kf;
         }
         self.kf.update(z);

@@ -135,6 +135,7 @@ impl Assembly {
         let video = self.meta.video_id.clone();
         if !self.complete() {
             let missing = self.missing();
+            self.discard();
             return Err(Error::Video { video, why: format!("chunks missing: {missing:?}") });
         }
         let mismatch = |got: String| Error::Video {

@@ -76,8 +76,8 @@ impl Chunk {
             serde_json::from_slice(&buf[8..8 + meta_len]).map_err(|e| bad(format!("metadata: {e}")))?;
         let payload = buf[8 + meta_len..].to_vec();
         let why = |why: String| Error::Chunk { video: meta.video_id.clone(), index: meta.index, why };
-        if meta.video_id.is_empty() || meta.video_id.len() > 128 {
-            return Err(bad("video id empty or longer than 128 bytes".into()));
+        if !valid_id(&meta.video_id) {
+            return Err(bad("a video id is 1-128 of A-Z a-z 0-9 . _ -".into()));
         }
         if meta.count == 0 || meta.count > MAX_CHUNKS || meta.index >= meta.count {
             return Err(why(format!("chunk {} of {}", meta.index, meta.count)));
@@ -93,6 +93,12 @@ impl Chunk {
         }
         Ok(Chunk { meta, payload })
     }
+}
+
+/// Whether `id` may name a video: 1-128 of `A-Za-z0-9._-` (it goes into
+/// checkpoints, file names and URLs).
+pub fn valid_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// What splitting needs to know of a file before its first chunk.
@@ -197,6 +203,16 @@ impl Iterator for Chunks {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn video_ids_are_plain() {
+        for ok in ["a", "54b6b442-1796665416823023", "clip_2.mp4", &"x".repeat(128)] {
+            assert!(super::valid_id(ok), "{ok}");
+        }
+        for bad in ["", "a/b", "a b", "é", "\u{0}", &"x".repeat(129)] {
+            assert!(!super::valid_id(bad), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     pub(crate) fn file(name: &str, bytes: &[u8]) -> std::path::PathBuf {

@@ -90,7 +90,9 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 enum Phase {
     Receiving {
         assembly: Assembly,
-        last_chunk: Instant,
+        /// Time spent fetching since its last new chunk (time the
+        /// collector was full and fetched nothing does not count).
+        waited: Duration,
         in_memory: u64,
     },
     /// Whole and checked, waiting for an analysis slot.
@@ -184,6 +186,8 @@ pub struct Collector {
     memory_used: u64,
     /// Where the last batch stopped drawing frames (fairness).
     turn: usize,
+    /// When `expire` last ran.
+    last_expire: Instant,
     counters: Counters,
 }
 
@@ -194,6 +198,13 @@ impl Collector {
         }
         std::fs::create_dir_all(&cfg.work_dir)
             .map_err(|e| stage::Error::Config(format!("{}: {e}", cfg.work_dir.display())))?;
+        // What a collector of this data dir left (it crashed, or this is a
+        // restart): its videos are gathered again from their chunks.
+        for e in std::fs::read_dir(&cfg.work_dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "part" || x == "video") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let model = Model::load(&cfg.model).map_err(stage::Error::fatal)?;
         let model_id = detect::model_id(&cfg.model.path).map_err(stage::Error::fatal)?;
         tracing::info!(model = %model_id, work_dir = %cfg.work_dir.display(), "collector ready");
@@ -206,8 +217,16 @@ impl Collector {
             waiting: VecDeque::new(),
             memory_used: 0,
             turn: 0,
+            last_expire: Instant::now(),
             counters: Counters::new(metrics),
         })
+    }
+
+    /// Whether a bad chunk of `video` on `partition` fails it: the video
+    /// is new, or still being gathered there. (A bad copy of a chunk of a
+    /// video already whole is only garbage.)
+    fn receiving(&self, video: &str, partition: i32) -> bool {
+        self.videos.get(video).is_none_or(|v| v.partition == partition && matches!(v.phase, Phase::Receiving { .. }))
     }
 
     fn has_ended(&self, partition: i32, video: &str) -> bool {
@@ -286,7 +305,9 @@ impl Collector {
         self.counters.chunks.inc();
         let c = match Chunk::decode(&r.payload) {
             Ok(c) => c,
-            Err(Error::Chunk { video, index, why }) if r.key.as_deref() == Some(video.as_bytes()) => {
+            Err(Error::Chunk { video, index, why })
+                if r.key.as_deref() == Some(video.as_bytes()) && self.receiving(&video, r.partition) =>
+            {
                 if self.has_ended(r.partition, &video) {
                     return Ok(());
                 }
@@ -309,6 +330,13 @@ impl Collector {
         }
         let video = m.video_id.clone();
         if self.has_ended(r.partition, &video) {
+            return Ok(());
+        }
+        if self.videos.get(&video).is_some_and(|v| v.partition != r.partition) {
+            // One video's chunks all go to one partition (the key): a copy
+            // on another is no part of it.
+            self.counters.garbage.inc();
+            tracing::warn!(video = %video, partition = r.partition, "a chunk on another partition than its video's: skipped");
             return Ok(());
         }
         if !self.videos.contains_key(&video) {
@@ -336,17 +364,17 @@ impl Collector {
                     first_offset: r.offset,
                     job,
                     published: Instant::now() - PROGRESS_EVERY,
-                    phase: Phase::Receiving { assembly, last_chunk: Instant::now(), in_memory },
+                    phase: Phase::Receiving { assembly, waited: Duration::ZERO, in_memory },
                 },
             );
         }
         let v = self.videos.get_mut(&video).expect("open video");
-        let Phase::Receiving { assembly, last_chunk, in_memory } = &mut v.phase else {
+        let Phase::Receiving { assembly, waited, in_memory } = &mut v.phase else {
             return Ok(()); // whole already: a copy
         };
         match assembly.add(&c) {
             Ok(Added::Duplicate) => return Ok(()),
-            Ok(Added::New) => *last_chunk = Instant::now(),
+            Ok(Added::New) => *waited = Duration::ZERO,
             Err(e) => {
                 let name = v.job.name.clone();
                 return self.fail(out, r.partition, &video, &name, e.to_string()).await;
@@ -580,7 +608,7 @@ impl Collector {
         objects.extend(a.tracker.finish());
         let mut per_class: BTreeMap<String, u64> = BTreeMap::new();
         let partition = v.partition;
-        let duration_us = a.info.duration_us.unwrap_or(a.last_us - a.first_us.unwrap_or(0));
+        let duration_us = a.info.duration_us.unwrap_or(a.last_us.saturating_sub(a.first_us.unwrap_or(0)));
         let processing_ms = a.whole_at.elapsed().as_millis() as u64;
         let mut job = v.job.clone();
         for o in &objects {
@@ -623,17 +651,20 @@ impl Collector {
         Self::publish_job(out, &job).await
     }
 
-    /// Videos whose missing chunks stopped coming fail, naming them. While
-    /// the collector is full it does not fetch, so nobody's chunks are
-    /// late then.
+    /// Videos whose missing chunks stopped coming fail, naming them. The
+    /// time counts only while the collector fetches: when it is full the
+    /// chunks wait in Kafka, and nobody's are late.
     async fn expire(&mut self, out: &mut Output) -> Result<(), stage::Error> {
         let full = stage::Stage::full(self);
+        let step = self.last_expire.elapsed();
+        self.last_expire = Instant::now();
         let mut late = Vec::new();
         for (id, v) in &mut self.videos {
-            if let Phase::Receiving { assembly, last_chunk, .. } = &mut v.phase {
-                if full {
-                    *last_chunk = Instant::now();
-                } else if last_chunk.elapsed() >= self.cfg.chunk_timeout {
+            if let Phase::Receiving { assembly, waited, .. } = &mut v.phase {
+                if !full {
+                    *waited += step;
+                }
+                if *waited >= self.cfg.chunk_timeout {
                     let missing: Vec<String> = assembly
                         .missing()
                         .iter()

@@ -36,9 +36,9 @@ pub struct Decoded {
     pub rgb: Vec<u8>,
 }
 
-/// The largest frame accepted (a hostile header cannot make a collector
-/// allocate gigabytes per frame): 8K.
-const MAX_SIDE: u32 = 8192;
+/// The largest frame side accepted (a hostile header cannot make a
+/// collector allocate hundreds of megabytes per frame): 4K.
+const MAX_SIDE: u32 = 4096;
 /// Lines of ffmpeg's stderr kept for an error.
 const TAIL: usize = 6;
 
@@ -143,7 +143,7 @@ impl Frames {
         let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
             return Err("ffmpeg without pipes".into());
         };
-        let (times_tx, times_rx) = std::sync::mpsc::channel::<i64>();
+        let (times_tx, times_rx) = std::sync::mpsc::channel::<Option<i64>>();
         let (tail_tx, tail_rx) = std::sync::mpsc::channel::<Vec<String>>();
         std::thread::Builder::new()
             .name("ffmpeg-log".into())
@@ -189,17 +189,26 @@ pub enum Next {
 
 /// ffmpeg's stderr: each `showinfo` line's `pts_time` in order; the last
 /// other lines, for an error, once it closes.
-fn read_log(stderr: impl Read, times: std::sync::mpsc::Sender<i64>, tail: std::sync::mpsc::Sender<Vec<String>>) {
+fn read_log(
+    stderr: impl Read,
+    times: std::sync::mpsc::Sender<Option<i64>>,
+    tail: std::sync::mpsc::Sender<Vec<String>>,
+) {
     let mut last: std::collections::VecDeque<String> = Default::default();
-    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-        if line.contains("showinfo") {
-            if let Some(t) = pts_time(&line) {
-                let _ = times.send((t * 1e6).round() as i64);
-            }
+    let mut reader = BufReader::new(stderr);
+    let mut raw = Vec::new();
+    // Bytes, not text: metadata in another encoding must not end the
+    // reading (ffmpeg would then die on a closed pipe).
+    while matches!(reader.read_until(b'\n', &mut raw), Ok(n) if n > 0) {
+        let line = String::from_utf8_lossy(&raw).trim_end().to_string();
+        raw.clear();
+        // One line per frame, in order (the frame's time, or none).
+        if line.starts_with("[Parsed_showinfo") && line.contains(" n:") {
+            let _ = times.send(pts_time(&line).map(|t| (t * 1e6).round() as i64));
             continue;
         }
         // Stream descriptions are indented; errors are not.
-        if line.starts_with(' ') {
+        if line.starts_with(' ') || line.is_empty() {
             continue;
         }
         if last.len() == TAIL {
@@ -213,20 +222,21 @@ fn read_log(stderr: impl Read, times: std::sync::mpsc::Sender<i64>, tail: std::s
 fn pts_time(line: &str) -> Option<f64> {
     let rest = &line[line.find("pts_time:")? + "pts_time:".len()..];
     let t: f64 = rest.split_whitespace().next()?.parse().ok()?;
-    t.is_finite().then_some(t)
+    // Beyond ±a million years of video is no timestamp.
+    (t.is_finite() && t.abs() < 3e13).then_some(t)
 }
 
 fn read_frames(
     mut child: Child,
     mut stdout: impl Read,
     size: usize,
-    times: std::sync::mpsc::Receiver<i64>,
+    times: std::sync::mpsc::Receiver<Option<i64>>,
     tail: std::sync::mpsc::Receiver<Vec<String>>,
     tx: mpsc::Sender<Result<Decoded, String>>,
     file: PathBuf,
 ) {
     let mut index = 0u64;
-    let mut last_time = i64::MIN;
+    let mut last_time: i64 = -1;
     loop {
         let mut rgb = vec![0u8; size];
         match read_full(&mut stdout, &mut rgb) {
@@ -239,9 +249,9 @@ fn read_frames(
                 return;
             }
         }
-        // showinfo logs a frame before ffmpeg writes it; a frame without
-        // a time (never seen) gets the one after the last.
-        let time_us = times.recv().unwrap_or(last_time.saturating_add(1));
+        // showinfo logs a frame before ffmpeg writes it.
+        // A frame without a time takes the one after the last.
+        let time_us = times.recv().ok().flatten().unwrap_or(last_time.saturating_add(1));
         last_time = time_us;
         if tx.blocking_send(Ok(Decoded { index, time_us, rgb })).is_err() {
             // The job was dropped: stop ffmpeg.

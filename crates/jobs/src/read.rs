@@ -74,7 +74,7 @@ pub fn results(kafka: &KafkaConfig, video: &str, timeout: Duration) -> Result<Re
 pub fn video(kafka: &KafkaConfig, id: &str, work_dir: &std::path::Path, timeout: Duration) -> Result<Whole, Error> {
     let mut assembly: Option<Assembly> = None;
     let mut failed: Option<Error> = None;
-    bus::range::read(kafka, &range(kafka, topics::VIDEO_CHUNKS, timeout)?, |m| {
+    let read = bus::range::read(kafka, &range(kafka, topics::VIDEO_CHUNKS, timeout)?, |m| {
         if m.key() != Some(id.as_bytes()) || failed.is_some() {
             return;
         }
@@ -92,8 +92,12 @@ pub fn video(kafka: &KafkaConfig, id: &str, work_dir: &std::path::Path, timeout:
         // A chunk that does not fit this video (another submission under
         // the same id) is left out; the whole file's checksum decides.
         let _ = a.add(&c);
-    })?;
-    if let Some(e) = failed {
+    });
+    if let Some(e) = read.err().map(Error::from).or(failed) {
+        // A spill file of a video not put together is of no use.
+        if let Some(a) = assembly {
+            a.discard();
+        }
         return Err(e);
     }
     let a = assembly.ok_or_else(|| Error::Video {

@@ -35,8 +35,9 @@ pub struct Submitted {
 /// sent again is the same video; with `force`, the SHA-256 and the
 /// submission time: a new job) in chunks of `chunk_bytes`;
 /// `progress(sent, total)` after each acknowledged chunk. A video already
-/// in `jobs` is not sent again (a failed one is an error: `force` makes a
-/// new job of it).
+/// whole in `jobs` (analysing or done) is not sent again; a failed one is
+/// an error (`force` makes a new job of it); one still receiving is sent
+/// again.
 #[allow(clippy::too_many_arguments)]
 pub async fn submit(
     kafka: &KafkaConfig,
@@ -65,9 +66,15 @@ pub async fn submit(
         None if force => format!("{}-{now}", summary.sha256),
         None => summary.sha256.clone(),
     };
+    if !crate::chunk::valid_id(&video_id) {
+        return Err(Error::Send(format!("--id {video_id}: use 1-128 of A-Z a-z 0-9 . _ -")));
+    }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let total = summary.chunk_count(chunk_bytes) as u32;
-    if let Some(job) = jobs.get(&video_id) {
+    // A job still receiving may be a submission that broke off: its
+    // chunks go again (collectors drop the copies).
+    let whole = |j: &&crate::Job| j.state > crate::State::Receiving || j.chunks_received == j.chunks;
+    if let Some(job) = jobs.get(&video_id).filter(whole) {
         if job.state == crate::State::Failed {
             return Err(Error::Video {
                 video: video_id,

@@ -230,6 +230,7 @@ async fn run_once<S: Stage>(
             Ok(Ok(Input::Item(input))) => {
                 stage.on_input(input, &mut out).await?;
                 c.inputs.inc();
+                busy = true;
                 // More inputs go in at once only while they are waiting.
                 wait = Duration::ZERO;
                 if stage.checkpoint_due() {
@@ -240,8 +241,11 @@ async fn run_once<S: Stage>(
             }
             Ok(Ok(Input::Rebalance(Rebalance::Assigned(partitions)))) => {
                 assign(spec, kafka, stage, &mut source, &mut owned, &partitions).await?;
-                // New partitions start fetching; pause them too if full.
-                paused = false;
+                // Whatever librdkafka kept of the pause across the
+                // rebalance, the whole assignment follows the stage now.
+                paused = stage.full();
+                source.pause(paused)?;
+                busy = true;
                 orphaned_since = None;
                 c.rebalances.inc();
                 c.assigned.set(owned.position.len() as f64);
@@ -310,6 +314,7 @@ async fn run_once<S: Stage>(
             }
             drop(source);
             source = S::Source::subscribe(kafka, &spec.input, spec.group, metrics)?;
+            // A fresh member fetches until the stage says it is full.
             paused = false;
             orphaned_since = None;
             c.rejoins.inc();

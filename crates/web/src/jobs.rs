@@ -75,7 +75,9 @@ async fn upload(
     if name.is_empty() || name.len() > 255 || name == "." || name == ".." {
         return Err(ApiError::bad("?name= the file's name"));
     }
-    let dir = app.jobs.work_dir.join(format!("upload-{}", bus::now_us()));
+    static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = app.jobs.work_dir.join(format!("upload-{}-{n}", bus::now_us()));
     tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
     let path = dir.join(&name);
     let result = async {
@@ -156,26 +158,45 @@ async fn video(
     let path = playable(&app, &id).await?;
     let mut file = tokio::fs::File::open(&path).await.map_err(ApiError::internal)?;
     let size = file.metadata().await.map_err(ApiError::internal)?.len();
-    let (start, end) = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(r) => parse_range(r, size).ok_or_else(|| {
-            ApiError(StatusCode::RANGE_NOT_SATISFIABLE, format!("range {r} outside the video's {size} bytes"))
-        })?,
-        None => (0, size.saturating_sub(1)),
+    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        // The whole file, a piece at a time.
+        let body = futures::stream::unfold(file, |mut f| async move {
+            let mut buf = vec![0u8; 1 << 20];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
+        let mut res = Response::new(Body::from_stream(body));
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        return Ok(res);
+    };
+    let Some((start, end)) = parse_range(range, size) else {
+        let mut res =
+            ApiError(StatusCode::RANGE_NOT_SATISFIABLE, format!("range {range} outside the video's {size} bytes"))
+                .into_response();
+        res.headers_mut()
+            .insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"));
+        return Ok(res);
     };
     let end = end.min(start + MAX_SLICE - 1);
-    let len = if size == 0 { 0 } else { end - start + 1 };
+    let len = end - start + 1;
     file.seek(std::io::SeekFrom::Start(start)).await.map_err(ApiError::internal)?;
     let mut buf = vec![0u8; len as usize];
     file.read_exact(&mut buf).await.map_err(ApiError::internal)?;
-    let partial = headers.contains_key(header::RANGE) || len < size;
     let mut res = Response::new(Body::from(buf));
-    *res.status_mut() = if partial { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    *res.status_mut() = StatusCode::PARTIAL_CONTENT;
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let (true, Ok(v)) = (partial, HeaderValue::from_str(&format!("bytes {start}-{end}/{size}"))) {
-        h.insert(header::CONTENT_RANGE, v);
-    }
+    h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")).expect("ascii"));
     Ok(res)
 }
 
@@ -199,9 +220,13 @@ fn parse_range(r: &str, size: u64) -> Option<(u64, u64)> {
 /// (one request at a time makes it), then served from there.
 async fn playable(app: &App, id: &str) -> Result<PathBuf, ApiError> {
     let out = app.jobs.work_dir.join(format!("{}.mp4", jobs::sha256_hex(id.as_bytes())));
-    let _one = app.jobs.making.lock().await;
-    if tokio::fs::try_exists(&out).await.unwrap_or(false) {
+    let made = || async { tokio::fs::try_exists(&out).await.unwrap_or(false) };
+    if made().await {
         return Ok(out);
+    }
+    let _one = app.jobs.making.lock().await;
+    if made().await {
+        return Ok(out); // made while this request waited
     }
     let _turn = app.scans.acquire().await.map_err(ApiError::internal)?;
     let (kafka, video, work, out2) = (app.kafka.clone(), id.to_string(), app.jobs.work_dir.clone(), out.clone());

@@ -81,6 +81,17 @@ pub(super) fn measure(b: &BBox) -> Option<[f64; 4]> {
     Some([x1 + w / 2.0, y1 + h / 2.0, w, h])
 }
 
+/// `x²`, by plain multiplication (`powi`'s precision is unspecified).
+trait Squared {
+    fn squared(self) -> Self;
+}
+
+impl Squared for f64 {
+    fn squared(self) -> f64 {
+        self * self
+    }
+}
+
 /// What axis `i`'s measurement noise scales with: the width for x and w,
 /// the height for y and h.
 fn scale(z: &[f64], i: usize) -> f64 {
@@ -97,7 +108,7 @@ impl Kalman {
         let big = z[2].max(z[3]);
         let p = std::array::from_fn(|i| {
             let speed = if i < 2 { big } else { scale(&z, i) };
-            [(2.0 * MEASURE * scale(&z, i)).powi(2), 0.0, (SPEED0 * speed).powi(2)]
+            [(2.0 * MEASURE * scale(&z, i)).squared(), 0.0, (SPEED0 * speed).squared()]
         });
         Kalman { x, p }
     }
@@ -118,7 +129,7 @@ impl Kalman {
             self.x[i] += self.x[i + 4] * dt;
             // P = F P Fᵀ + Q with F = [[1, dt], [0, 1]] and Q the
             // white-noise acceleration's.
-            let q = (ACCEL * size).powi(2);
+            let q = (ACCEL * size).squared();
             let [a, b, c] = self.p[i];
             self.p[i] =
                 [a + 2.0 * dt * b + dt * dt * c + q * dt * dt * dt / 3.0, b + dt * c + q * dt * dt / 2.0, c + q * dt];
@@ -128,7 +139,7 @@ impl Kalman {
     /// Corrects the state with the measured box `z` (from [`measure`]).
     pub(super) fn update(&mut self, z: [f64; 4]) {
         for i in 0..4 {
-            let r = (MEASURE * scale(&z, i)).powi(2);
+            let r = (MEASURE * scale(&z, i)).squared();
             let [a, b, c] = self.p[i];
             let s = a + r;
             // S is positive unless the state has blown up (infinite or NaN
@@ -153,7 +164,7 @@ impl Kalman {
     /// standard deviations of their difference (the Mahalanobis distance
     /// of the centre); `None` for a blown-up state.
     pub(super) fn centre_distance(&self, z: &[f64; 4]) -> Option<f64> {
-        let (rx, ry) = ((MEASURE * z[2]).powi(2), (MEASURE * z[3]).powi(2));
+        let (rx, ry) = ((MEASURE * z[2]).squared(), (MEASURE * z[3]).squared());
         let (vx, vy) = (self.p[0][0] + rx, self.p[1][0] + ry);
         let (dx, dy) = (z[0] - self.x[0], z[1] - self.x[1]);
         let d2 = dx * dx / vx + dy * dy / vy;

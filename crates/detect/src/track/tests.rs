@@ -533,3 +533,14 @@ fn low_scores_continue_a_track_but_never_start_one() {
         }
     }
 }
+
+#[test]
+fn an_older_checkpoint_loads_without_its_tracks() {
+    // What vigil's SORT tracker wrote before: its config, last seq and tracks.
+    let old = r#"{"camera":"cam","cfg":{"max_age":9,"min_hits":3,"iou_threshold":0.3,"class_aware":true},
+        "last_seq":120,"tracks":[{"id":"cam/100/0","kf":{"x":[1,2,3,4,5,6,7],"p":[[0]]},"hits":4,"missed":0}]}"#;
+    let mut t: Tracker = serde_json::from_str(old).unwrap();
+    assert!(t.tracks.is_empty());
+    assert_eq!((t.cfg.max_age, t.cfg.max_age_s), (9, TrackerConfig::default().max_age_s));
+    assert!(t.update(frame(0), &[det(0, 0.0, 0.0, 10.0, 10.0)]).is_some(), "it carries on");
+}
