@@ -10,16 +10,18 @@
 //! 2. **confirmed tracks** are matched to the frame's confident detections
 //!    (score ≥ `high_score`) by the Hungarian method on their affinity:
 //!    the IoU of predicted and detected box when it reaches
-//!    `iou_threshold`, else, weakly, closeness of the centres within three
-//!    standard deviations of the prediction (which grows with the time
-//!    since the track was last seen: a track seen seconds ago, or only
-//!    once, may have moved far);
+//!    `iou_threshold` (weighted by the detection's score, as BoT-SORT
+//!    does), else, where frames are seconds apart, weakly, closeness of
+//!    the centres within three standard deviations of the prediction
+//!    (which grows with the time since the track was last seen: a track
+//!    seen seconds ago may have moved far);
 //! 3. confirmed tracks seen in the previous frame and still unmatched take
 //!    the **less confident detections** (ByteTrack's second association: a
 //!    person half hidden scores low, and is still that person), by IoU
 //!    alone;
-//! 4. **tentative tracks** take what confident detections are left, then
-//!    the rest start new tentative tracks (low scores never start one);
+//! 4. **tentative tracks** take what confident detections are left (by
+//!    IoU or closeness: a track seen once has no speed yet), then those
+//!    scoring `new_track_score` start new tentative tracks;
 //! 5. a track matched after frames unseen is **re-updated along the gap**
 //!    (OC-SORT's observation-centric re-update): its filter goes back to
 //!    its last sighting and is corrected at each missed frame with the box
@@ -70,6 +72,11 @@ use serde::{Deserialize, Serialize};
 /// A confirmed track unseen for this many analysed frames leaves whatever
 /// the time says.
 const MAX_MISSED: usize = 1000;
+/// Frames at least this far apart (seconds) are sparse samples: confirmed
+/// tracks may then match by closeness too. Between dense frames they match
+/// by IoU alone (closeness there mostly swaps neighbours after an
+/// occlusion: measured with `scripts/bench-track`).
+const SPARSE_S: f32 = 0.5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -253,6 +260,10 @@ impl Tracker {
         if self.last.is_some_and(|last| frame.seq <= last.seq) {
             return None;
         }
+        // Frames seconds apart (a camera sampled at its key frames): an
+        // object may move far beyond any overlap between two of them.
+        let sparse =
+            self.last.is_some_and(|l| frame.time_us.saturating_sub(l.time_us) as f64 / 1e6 >= f64::from(SPARSE_S));
         self.last = Some(frame);
         for t in &mut self.tracks {
             // Each filter steps from its own last time: the track's last
@@ -273,7 +284,7 @@ impl Tracker {
         let confirmed: Vec<usize> = (0..self.tracks.len()).filter(|&t| self.tracks[t].confirmed).collect();
         let tentative: Vec<usize> = (0..self.tracks.len()).filter(|&t| !self.tracks[t].confirmed).collect();
         // 1. Confirmed tracks and confident detections.
-        let rest = self.assign(&confirmed, &high, true, &mut track_of);
+        let rest = self.assign(&confirmed, &high, sparse, &mut track_of);
         // 2. Confirmed tracks seen last frame, and the less confident.
         let recent: Vec<usize> = rest.into_iter().filter(|&t| self.tracks[t].missed.is_empty()).collect();
         self.assign(&recent, &low, false, &mut track_of);
@@ -417,11 +428,11 @@ impl Tracker {
     }
 }
 
-/// How well detection `u` fits `track` (predicted at box `p`): its IoU
-/// when that reaches the threshold; else, with `weak`, a small affinity
-/// (below any IoU match) for a centre within three standard deviations
-/// of the prediction and a box of a like size; else 0: no match. The one
-/// place an appearance term would join.
+/// How well detection `u` fits `track` (predicted at box `p`): when their
+/// IoU reaches the threshold, 0.1 + IoU × score (a confident detection
+/// wins a tie); else, with `weak`, less than 0.1 for a centre within three
+/// standard deviations of the prediction and a box of a like size; else
+/// 0: no match. The one place an appearance term would join.
 fn affinity(cfg: &TrackerConfig, track: &Track, p: &BBox, u: &Usable, weak: bool) -> f64 {
     // A class-aware track only ever has sightings of one class.
     if cfg.class_aware && track.best.class != u.det.class {
@@ -429,7 +440,7 @@ fn affinity(cfg: &TrackerConfig, track: &Track, p: &BBox, u: &Usable, weak: bool
     }
     let iou = f64::from(p.iou(&u.det.bbox));
     if iou > 0.0 && iou >= f64::from(cfg.iou_threshold) {
-        return iou;
+        return 0.1 + iou * f64::from(u.det.score.clamp(0.0, 1.0));
     }
     if !weak {
         return 0.0;
