@@ -79,7 +79,13 @@ impl Chunk {
         if !valid_id(&meta.video_id) {
             return Err(bad("a video id is 1-128 of A-Z a-z 0-9 . _ -".into()));
         }
-        if meta.count == 0 || meta.count > MAX_CHUNKS || meta.index >= meta.count {
+        // Every chunk holds a byte at least: a count beyond the file's size
+        // is a lie that would only cost a collector bookkeeping.
+        if meta.count == 0
+            || meta.count > MAX_CHUNKS
+            || meta.index >= meta.count
+            || u64::from(meta.count) > meta.file_bytes.max(1)
+        {
             return Err(why(format!("chunk {} of {}", meta.index, meta.count)));
         }
         if payload.len() as u64 != meta.len {
