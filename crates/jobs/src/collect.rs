@@ -95,10 +95,21 @@ enum Phase {
         waited: Duration,
         in_memory: u64,
     },
+    /// Every chunk in: the whole file's SHA-256 is being checked, off the
+    /// stage's thread (a large file takes seconds).
+    Checking {
+        task: tokio::task::JoinHandle<Result<Whole, Error>>,
+        in_memory: u64,
+    },
     /// Whole and checked, waiting for an analysis slot.
     Waiting {
         whole: Whole,
         since: Instant,
+    },
+    /// Written out for ffmpeg and probed, off the stage's thread.
+    Starting {
+        task: tokio::task::JoinHandle<Result<(VideoInfo, Frames), String>>,
+        file: PathBuf,
     },
     Analysing(Box<Analysis>),
 }
@@ -298,6 +309,21 @@ impl Collector {
                 drop(a.frames);
                 let _ = std::fs::remove_file(&a.file);
             }
+            // Their work ends by itself; what it leaves is removed then.
+            Phase::Checking { task, in_memory } => {
+                self.memory_used -= in_memory;
+                tokio::spawn(async move {
+                    if let Ok(Ok(Whole::File(path))) = task.await {
+                        let _ = std::fs::remove_file(path);
+                    }
+                });
+            }
+            Phase::Starting { task, file } => {
+                tokio::spawn(async move {
+                    drop(task.await);
+                    let _ = std::fs::remove_file(file);
+                });
+            }
         }
     }
 
@@ -394,81 +420,127 @@ impl Collector {
         let Phase::Receiving { assembly, .. } = std::mem::replace(&mut v.phase, placeholder) else {
             unreachable!("matched above")
         };
-        let name = v.job.name.clone();
-        match assembly.finish() {
-            Ok(whole) => {
-                if matches!(whole, Whole::File(_)) {
-                    self.memory_used -= in_memory;
-                }
-                let v = self.videos.get_mut(&video).expect("open video");
-                v.phase = Phase::Waiting { whole, since: Instant::now() };
-                v.published = Instant::now();
-                Self::publish_job(out, &v.job).await?;
-                self.waiting.push_back(video);
-                Ok(())
-            }
-            Err(e) => {
-                self.memory_used -= in_memory;
-                self.fail(out, r.partition, &video, &name, e.to_string()).await
+        v.phase = Phase::Checking { task: tokio::task::spawn_blocking(move || assembly.finish()), in_memory };
+        Ok(())
+    }
+
+    /// Takes the results of the work done off the stage's thread: checked
+    /// files wait for analysis (or fail), probed ones start it.
+    async fn settle(&mut self, out: &mut Output) -> Result<(), stage::Error> {
+        let done: Vec<String> = self
+            .videos
+            .iter()
+            .filter(|(_, v)| match &v.phase {
+                Phase::Checking { task, .. } => task.is_finished(),
+                Phase::Starting { task, .. } => task.is_finished(),
+                _ => false,
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for video in done {
+            let v = self.videos.get_mut(&video).expect("open video");
+            let placeholder = Phase::Waiting { whole: Whole::Memory(Vec::new()), since: Instant::now() };
+            let (partition, name) = (v.partition, v.job.name.clone());
+            match std::mem::replace(&mut v.phase, placeholder) {
+                Phase::Checking { task, in_memory } => match task.await {
+                    Ok(Ok(whole)) => {
+                        if matches!(whole, Whole::File(_)) {
+                            self.memory_used -= in_memory;
+                        }
+                        let v = self.videos.get_mut(&video).expect("open video");
+                        v.phase = Phase::Waiting { whole, since: Instant::now() };
+                        v.published = Instant::now();
+                        Self::publish_job(out, &v.job).await?;
+                        self.waiting.push_back(video);
+                    }
+                    Ok(Err(e)) => {
+                        self.memory_used -= in_memory;
+                        self.fail(out, partition, &video, &name, e.to_string()).await?;
+                    }
+                    Err(e) => {
+                        self.memory_used -= in_memory;
+                        self.fail(out, partition, &video, &name, format!("checking the file: {e}")).await?;
+                    }
+                },
+                Phase::Starting { task, file } => match task.await {
+                    Ok(Ok((info, frames))) => self.analyse_from(out, &video, info, frames, file).await?,
+                    Ok(Err(why)) => {
+                        let _ = std::fs::remove_file(&file);
+                        self.fail(out, partition, &video, &name, why).await?;
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&file);
+                        self.fail(out, partition, &video, &name, format!("preparing the file: {e}")).await?;
+                    }
+                },
+                _ => unreachable!("filtered"),
             }
         }
+        Ok(())
     }
 
     fn analysing(&self) -> usize {
-        self.videos.values().filter(|v| matches!(v.phase, Phase::Analysing(_))).count()
+        self.videos.values().filter(|v| matches!(v.phase, Phase::Analysing(_) | Phase::Starting { .. })).count()
     }
 
-    /// Starts the waiting videos there is room for: a file for ffmpeg,
-    /// its description, the decoder.
-    async fn start_analyses(&mut self, out: &mut Output) -> Result<(), stage::Error> {
+    /// Starts the waiting videos there is room for: a file for ffmpeg, its
+    /// description and the decoder, made off the stage's thread.
+    fn start_analyses(&mut self) {
         while self.analysing() < self.cfg.max_videos {
-            let Some(video) = self.waiting.pop_front() else { return Ok(()) };
+            let Some(video) = self.waiting.pop_front() else { return };
+            let path = self.cfg.work_dir.join(format!("{}.video", crate::sha256_hex(video.as_bytes())));
             let Some(v) = self.videos.get_mut(&video) else { continue };
             let placeholder = Phase::Waiting { whole: Whole::Memory(Vec::new()), since: Instant::now() };
             let Phase::Waiting { whole, .. } = std::mem::replace(&mut v.phase, placeholder) else {
                 continue;
             };
-            let (partition, name) = (v.partition, v.job.name.clone());
-            let file = match whole {
-                Whole::File(path) => path,
-                Whole::Memory(buf) => {
-                    self.memory_used -= buf.len() as u64;
-                    let path = self.cfg.work_dir.join(format!("{}.video", crate::sha256_hex(video.as_bytes())));
-                    if let Err(e) = std::fs::write(&path, &buf) {
-                        return Err(stage::Error::transient(format!("{}: {e}", path.display())));
-                    }
-                    path
-                }
+            let (file, memory) = match whole {
+                Whole::File(p) => (p, None),
+                Whole::Memory(buf) => (path, Some(buf)),
             };
-            let started = decode::probe(&file).and_then(|info| Frames::start(&file, &info).map(|f| (info, f)));
-            let (info, frames) = match started {
-                Ok(x) => x,
-                Err(why) => {
-                    let _ = std::fs::remove_file(&file);
-                    self.fail(out, partition, &video, &name, why).await?;
-                    continue;
+            self.memory_used -= memory.as_ref().map_or(0, |b| b.len() as u64);
+            let f = file.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                if let Some(buf) = memory {
+                    std::fs::write(&f, buf).map_err(|e| format!("{}: {e}", f.display()))?;
                 }
-            };
-            let tracker_cfg = TrackerConfig { class_aware: true, ..self.cfg.tracker };
-            let sample = self.cfg.sample;
-            let v = self.videos.get_mut(&video).expect("open video");
-            v.job.state = State::Analysing;
-            v.job.frames = info.frames.map(|n| expected_frames(sample, n, info.duration_us));
-            v.published = Instant::now();
-            Self::publish_job(out, &v.job).await?;
-            tracing::info!(video = %video, name = %name, codec = %info.codec, width = info.width, height = info.height, frames = ?info.frames, "analysing");
-            v.phase = Phase::Analysing(Box::new(Analysis {
-                frames,
-                file,
-                tracker: Tracker::new(&video, tracker_cfg),
-                info,
-                last_bucket: None,
-                left: Vec::new(),
-                first_us: None,
-                last_us: 0,
-                whole_at: Instant::now(),
-            }));
+                let info = decode::probe(&f)?;
+                Frames::start(&f, &info).map(|frames| (info, frames))
+            });
+            if let Some(v) = self.videos.get_mut(&video) {
+                v.phase = Phase::Starting { task, file };
+            }
         }
+    }
+
+    /// A video written out and probed: its analysis starts.
+    async fn analyse_from(
+        &mut self,
+        out: &mut Output,
+        video: &str,
+        info: VideoInfo,
+        frames: Frames,
+        file: PathBuf,
+    ) -> Result<(), stage::Error> {
+        let tracker_cfg = TrackerConfig { class_aware: true, ..self.cfg.tracker };
+        let sample = self.cfg.sample;
+        let v = self.videos.get_mut(video).expect("open video");
+        v.job.state = State::Analysing;
+        v.job.frames = info.frames.map(|n| expected_frames(sample, n, info.duration_us));
+        v.published = Instant::now();
+        Self::publish_job(out, &v.job).await?;
+        tracing::info!(video = %video, name = %v.job.name, codec = %info.codec, width = info.width, height = info.height, frames = ?info.frames, "analysing");
+        v.phase = Phase::Analysing(Box::new(Analysis {
+            frames,
+            file,
+            tracker: Tracker::new(video, tracker_cfg),
+            info,
+            last_bucket: None,
+            left: Vec::new(),
+            first_us: None,
+            last_us: 0,
+            whole_at: Instant::now(),
+        }));
         Ok(())
     }
 
@@ -691,12 +763,12 @@ impl Collector {
         let mut oldest: Option<Instant> = None;
         for v in self.videos.values() {
             match &v.phase {
-                Phase::Receiving { .. } => r += 1,
+                Phase::Receiving { .. } | Phase::Checking { .. } => r += 1,
                 Phase::Waiting { since, .. } => {
                     w += 1;
                     oldest = Some(oldest.map_or(*since, |o| o.min(*since)));
                 }
-                Phase::Analysing(_) => a += 1,
+                Phase::Analysing(_) | Phase::Starting { .. } => a += 1,
             }
         }
         self.counters.receiving.set(r as f64);
@@ -770,10 +842,18 @@ impl stage::Stage for Collector {
 
     async fn work(&mut self, out: &mut Output) -> Result<bool, stage::Error> {
         self.expire(out).await?;
-        self.start_analyses(out).await?;
+        self.settle(out).await?;
+        self.start_analyses();
         self.draw(out).await?;
         self.gauges();
-        Ok(!self.waiting.is_empty() || self.analysing() > 0)
+        let background =
+            self.videos.values().any(|v| matches!(v.phase, Phase::Checking { .. } | Phase::Starting { .. }));
+        let decoding = self.videos.values().any(|v| matches!(v.phase, Phase::Analysing(_)));
+        if background && !decoding {
+            // Only work off the thread: wait a little for it, not spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(!self.waiting.is_empty() || background || decoding)
     }
 
     fn full(&self) -> bool {
