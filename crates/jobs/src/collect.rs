@@ -64,6 +64,11 @@ pub struct CollectConfig {
     /// Videos analysed at once; as many more may wait, whole, before the
     /// collector stops fetching.
     pub max_videos: usize,
+    /// Videos gathered at once (each holds a spill file or memory, and a
+    /// map of its chunks). Fetching cannot pause for this, as the chunks
+    /// that complete them are behind in the same partitions: a video
+    /// beyond it fails at its first chunk, with the reason.
+    pub max_receiving: usize,
     /// A video none of whose missing chunks came for this long fails.
     pub chunk_timeout: Duration,
     /// Spill files and the files ffmpeg decodes.
@@ -184,8 +189,8 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(cfg: CollectConfig, metrics: &Metrics) -> Result<Self, stage::Error> {
-        if cfg.max_videos == 0 {
-            return Err(stage::Error::Config("[jobs] max_videos must be at least 1".into()));
+        if cfg.max_videos == 0 || cfg.max_receiving == 0 {
+            return Err(stage::Error::Config("[jobs] max_videos and max_receiving must be at least 1".into()));
         }
         std::fs::create_dir_all(&cfg.work_dir)
             .map_err(|e| stage::Error::Config(format!("{}: {e}", cfg.work_dir.display())))?;
@@ -350,6 +355,14 @@ impl Collector {
                 let why = format!(
                     "the file has {} bytes, over [jobs] max_file_bytes ({})",
                     m.file_bytes, self.cfg.max_file_bytes
+                );
+                return self.fail(out, r.partition, &video, &m.name, why).await;
+            }
+            let gathering = self.videos.values().filter(|v| matches!(v.phase, Phase::Receiving { .. })).count();
+            if gathering >= self.cfg.max_receiving {
+                let why = format!(
+                    "this collector was gathering {gathering} other videos, [jobs] max_receiving; \
+                     send videos one after another, or submit again with --force"
                 );
                 return self.fail(out, r.partition, &video, &m.name, why).await;
             }

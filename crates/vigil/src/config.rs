@@ -127,6 +127,7 @@ pub struct JobsSection {
     pub memory_bytes: Option<u64>,
     pub max_file_bytes: Option<u64>,
     pub max_videos: Option<usize>,
+    pub max_receiving: Option<usize>,
     pub chunk_timeout_s: Option<u64>,
     pub checkpoint_interval_ms: Option<u64>,
     pub transactions: Option<bool>,
@@ -382,6 +383,10 @@ fn jobs_config(j: &JobsSection, d: &detect::DetectConfig, data_dir: &Path) -> Re
     if !(1..=64).contains(&max_videos) {
         bail!("jobs.max_videos = {max_videos}: use 1..=64");
     }
+    let max_receiving = j.max_receiving.unwrap_or(16);
+    if !(1..=1024).contains(&max_receiving) {
+        bail!("jobs.max_receiving = {max_receiving}: use 1..=1024");
+    }
     let timeout = j.chunk_timeout_s.unwrap_or(300);
     if !(1..=86_400).contains(&timeout) {
         bail!("jobs.chunk_timeout_s = {timeout}: use 1..=86400");
@@ -397,6 +402,7 @@ fn jobs_config(j: &JobsSection, d: &detect::DetectConfig, data_dir: &Path) -> Re
         memory_bytes,
         max_file_bytes,
         max_videos,
+        max_receiving,
         chunk_timeout: std::time::Duration::from_secs(timeout),
         work_dir: data_dir.join("jobs"),
         checkpoint_interval: std::time::Duration::from_millis(interval),
@@ -580,6 +586,7 @@ mod tests {
             ("[detect]\nmodle = \"x.onnx\"", "modle"),
             ("[jobs]\nsample = \"key-frames\"", "jobs.sample"),
             ("[jobs]\nmax_videos = 0", "jobs.max_videos"),
+            ("[jobs]\nmax_receiving = 0", "jobs.max_receiving"),
             ("[jobs]\nchunk_timeout_s = 0", "jobs.chunk_timeout_s"),
             ("[jobs]\nmax_file_bytes = 0", "jobs.max_file_bytes"),
             ("[groups]\nassignor = \"sticky\"", "groups.assignor"),

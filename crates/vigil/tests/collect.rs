@@ -14,6 +14,8 @@
 //!   garbage record: each a failed job naming the reason (the garbage
 //!   record, which names no video, is counted and skipped), and the
 //!   collector goes on with the next good video.
+//! - Videos gathered at once are bounded (`[jobs] max_receiving`): one
+//!   beyond fails at its first chunk with that reason, the others go on.
 //!
 //! Needs the model (scripts/fetch-model, run by scripts/setup).
 
@@ -301,5 +303,43 @@ fn bad_input_fails_its_job_with_the_reason() {
     let m = http_get(metrics, "/metrics");
     assert_eq!(metric(&m, "vigil_jobs_garbage_records_total"), Some(1.0), "{m}");
     assert_eq!(metric(&m, "vigil_jobs_ended_total{state=\"failed\"}"), Some(5.0), "{m}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn videos_gathered_at_once_are_bounded() {
+    model_installed();
+    let dir = temp_dir("collect-bound");
+    let (_b, brokers) = broker(&dir, "broker");
+    let cfg = config(&dir, "[jobs]\nmax_receiving = 2\nchunk_timeout_s = 3\n");
+    let _c = collector(&dir, "collector", &brokers, &cfg, "off");
+
+    // Three uploads at once, none finished: whatever the order the
+    // collector reads them in, two are gathered and the third is refused.
+    use rdkafka::producer::{BaseRecord, Producer};
+    let kafka = bus::KafkaConfig::new(brokers.clone());
+    let producer = camera_producer(&kafka);
+    let ids: Vec<String> = (0..3).map(|i| format!("upload-{i}")).collect();
+    for id in &ids {
+        let p = dir.join(format!("{id}.mp4"));
+        std::fs::write(&p, id.repeat(10_000)).unwrap();
+        let summary = jobs::FileSummary::of(&p).unwrap();
+        let chunks = jobs::chunk::Chunks::open(&p, &summary, id, 20_000, bus::now_us()).unwrap();
+        for c in chunks.map(|c| c.unwrap()).filter(|c| c.meta.index + 1 < c.meta.count) {
+            producer.send(BaseRecord::to(bus::topics::VIDEO_CHUNKS).key(id).payload(&c.encode())).unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let states = ended(&brokers, &ids, Duration::from_secs(60));
+    let reasons: Vec<&str> = ids.iter().map(|id| states[id]["error"].as_str().unwrap()).collect();
+    let refused = reasons.iter().filter(|r| r.contains("max_receiving")).count();
+    let late = reasons.iter().filter(|r| r.contains("never arrived")).count();
+    assert_eq!((refused, late), (1, 2), "{reasons:?}");
+
+    // The bound frees as videos end: a video sent now is analysed.
+    let good = moving_dog(&dir, 2, &["-c:v", "libx264", "-pix_fmt", "yuv420p"], "good.mp4");
+    let after = submit(&brokers, &[&good]);
+    let states = ended(&brokers, &after, Duration::from_secs(60));
+    assert_eq!(states[&after[0]]["state"], "done", "{:?}", states[&after[0]]);
     let _ = std::fs::remove_dir_all(&dir);
 }
