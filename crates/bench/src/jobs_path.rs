@@ -108,7 +108,7 @@ pub async fn jobs(mut s: Settings, a: JobsBenchArgs) -> Result<()> {
 
     let config = dir.join("vigil.toml");
     std::fs::write(&config, format!("[jobs]\nmemory_bytes = {}\nsample = \"all\"\n[detect]\nthreads = 1\n", a.budget))?;
-    let mut collector = Collector(
+    let mut collector = Killed(
         Command::new(&vigil)
             .args(["collect", "--metrics-listen", "off", "--brokers", &s.kafka.brokers])
             .arg("--config")
@@ -162,10 +162,10 @@ pub async fn jobs(mut s: Settings, a: JobsBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The collector child, killed when dropped (an early error included).
-struct Collector(Child);
+/// A child process, killed when dropped (an early error included).
+pub(crate) struct Killed(pub(crate) Child);
 
-impl Drop for Collector {
+impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -186,7 +186,7 @@ fn make_clip(out: &Path, secs: u32, codec: &[&str]) -> Result<PathBuf> {
     Ok(out.to_path_buf())
 }
 
-fn ffmpeg(args: &[&str], out: &Path) -> Result<()> {
+pub(crate) fn ffmpeg(args: &[&str], out: &Path) -> Result<()> {
     let st = Command::new("ffmpeg").args(["-v", "error", "-nostdin", "-y"]).args(args).arg(out).status()?;
     if !st.success() {
         bail!("ffmpeg could not make {}", out.display());
@@ -219,7 +219,7 @@ async fn direct(s: &Settings, clip: &Path) -> Result<(f64, u64)> {
 /// Submits `file` (a new job each time) and waits until `table` (one
 /// consumer following `vigil.video.jobs`) shows it done: the seconds from
 /// the first chunk sent, and the video's id.
-async fn run_job(
+pub(crate) async fn run_job(
     s: &Settings,
     producer: &rdkafka::producer::FutureProducer,
     table: &bus::table::Table<jobs::Job>,

@@ -11,6 +11,7 @@ mod index_v1;
 mod ingest_path;
 mod jobs_path;
 mod live;
+mod street;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -55,6 +56,10 @@ enum Bench {
     /// seconds per second and the ratio; a collector's memory peak while a
     /// video larger than its budget is gathered.
     Jobs(jobs_path::JobsBenchArgs),
+    /// Real footage of people walking (scripts/bench-street fetches it):
+    /// the share of person boxes with an id, ids and track breaks, for the
+    /// live detector at its default sampling and for a whole-video job.
+    Street(street::StreetBenchArgs),
     /// (Used by `live`.) WebSocket viewers measuring arrival latency.
     #[command(hide = true)]
     Viewers(live::ViewersArgs),
@@ -98,5 +103,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::Detect(a) => detection::detect(settings()?, a),
         Bench::Group(a) => group::group(settings()?, a).await,
         Bench::Jobs(a) => jobs_path::jobs(settings()?, a).await,
+        Bench::Street(a) => street::street(settings()?, a).await,
     }
 }
