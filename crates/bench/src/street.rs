@@ -35,6 +35,10 @@ pub struct StreetBenchArgs {
     /// Seconds between key frames of the camera in the live run.
     #[arg(long, default_value_t = 2.5)]
     pub gop_s: f64,
+    /// Also write the job's person detections here, in MOTChallenge format,
+    /// to try tracker settings on real detections with `vigil track`.
+    #[arg(long, value_name = "FILE")]
+    pub mot_det: Option<PathBuf>,
 }
 
 /// A new id within this long of another's last sighting, near it, is a break.
@@ -110,6 +114,9 @@ pub async fn street(mut s: Settings, a: StreetBenchArgs) -> Result<()> {
     let k = s.kafka.clone();
     let r = tokio::task::spawn_blocking(move || jobs::read::results(&k, &id, Duration::from_secs(30))).await??;
     let job: Vec<(f64, Vec<Object>)> = r.frames.into_iter().map(|f| (f.time_us as f64 / 1e6, f.objects)).collect();
+    if let Some(p) = &a.mot_det {
+        std::fs::write(p, mot_det(&job)).with_context(|| format!("writing {}", p.display()))?;
+    }
     rows.push(Stats::of("job: every frame", &job));
 
     println!(
@@ -166,6 +173,18 @@ async fn settled_detections(s: &Settings, within: Duration) -> Result<Vec<(f64, 
         last = frames.len();
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+}
+
+/// Person boxes of `frames` as MOTChallenge detections (frames from 1).
+fn mot_det(frames: &[(f64, Vec<Object>)]) -> String {
+    let mut text = String::new();
+    for (i, (_, objects)) in frames.iter().enumerate() {
+        for o in objects.iter().filter(|o| o.class == "person") {
+            let [x1, y1, x2, y2] = o.bbox;
+            text += &format!("{},-1,{x1},{y1},{},{},{},-1,-1,-1\n", i + 1, x2 - x1, y2 - y1, o.score);
+        }
+    }
+    text
 }
 
 /// One run's person boxes and ids.

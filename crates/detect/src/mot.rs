@@ -18,8 +18,19 @@ use std::fmt::Write;
 /// loop of billions.
 const MAX_FRAMES: i64 = 10_000_000;
 
+/// What `track` made of a file.
+#[derive(Debug, Default)]
+pub struct Tracked {
+    /// The tracks, in MOTChallenge text format.
+    pub text: String,
+    /// Frames given to the tracker.
+    pub frames: u64,
+    /// Time spent in the tracker alone (not reading or writing text).
+    pub tracking: std::time::Duration,
+}
+
 /// Tracks the detections of `text`; an error names the line at fault.
-pub fn track(text: &str, frame_rate: f64, cfg: TrackerConfig) -> Result<String, String> {
+pub fn track(text: &str, frame_rate: f64, cfg: TrackerConfig) -> Result<Tracked, String> {
     if !(frame_rate.is_finite() && frame_rate > 0.0 && frame_rate <= 1000.0) {
         return Err(format!("frame rate {frame_rate}: use a number of frames per second, 0 < F <= 1000"));
     }
@@ -49,22 +60,26 @@ pub fn track(text: &str, frame_rate: f64, cfg: TrackerConfig) -> Result<String, 
         });
     }
     let (Some(&first), Some(&last)) = (frames.keys().next(), frames.keys().next_back()) else {
-        return Ok(String::new());
+        return Ok(Tracked::default());
     };
     let mut tracker = Tracker::new("mot", cfg);
     let mut ids: BTreeMap<String, usize> = BTreeMap::new();
-    let mut out = String::new();
+    let mut out = Tracked::default();
     let none = Vec::new();
     for frame in first..=last {
         let dets = frames.get(&frame).unwrap_or(&none);
         let at = FrameRef { seq: frame as u64, time_us: ((frame - 1) as f64 * 1e6 / frame_rate).round() as i64 };
-        let Some(update) = tracker.update(at, dets) else { continue };
+        let started = std::time::Instant::now();
+        let update = tracker.update(at, dets);
+        out.tracking += started.elapsed();
+        out.frames += 1;
+        let Some(update) = update else { continue };
         for t in &update.tracks {
             let next = ids.len() + 1;
             let id = *ids.entry(t.object_id.clone()).or_insert(next);
             let b = t.bbox;
             let _ = writeln!(
-                out,
+                out.text,
                 "{frame},{id},{:.2},{:.2},{:.2},{:.2},{:.4},-1,-1,-1",
                 b.x1,
                 b.y1,
@@ -92,7 +107,9 @@ mod tests {
             text += &format!("{f},-1,{x},50,40,100,0.9,-1,-1,-1\n{f},-1,{},60,40,100,0.8\n", 400.0 - 4.0 * f as f32);
         }
         let cfg = TrackerConfig { min_hits: 1, ..TrackerConfig::default() };
-        let out = track(&text, 10.0, cfg).unwrap();
+        let tracked = track(&text, 10.0, cfg).unwrap();
+        assert_eq!(tracked.frames, 20);
+        let out = tracked.text;
         let ids: std::collections::BTreeSet<&str> = out.lines().map(|l| l.split(',').nth(1).unwrap()).collect();
         assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["1", "2"], "{out}");
         assert_eq!(out.lines().count(), 38);
@@ -113,6 +130,6 @@ mod tests {
             assert!(err.contains(why), "{text}: {err}");
         }
         assert!(track("", 0.0, cfg).unwrap_err().contains("frame rate"));
-        assert_eq!(track("", 25.0, cfg).unwrap(), "");
+        assert_eq!(track("", 25.0, cfg).unwrap().text, "");
     }
 }

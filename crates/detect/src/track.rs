@@ -93,8 +93,8 @@ pub struct TrackerConfig {
     /// Least IoU between a track's predicted box and a detection for an
     /// IoU match.
     pub iou_threshold: f32,
-    /// Detections scoring below this only continue tracks seen in the
-    /// previous frame (ByteTrack).
+    /// Detections scoring below this only continue confirmed tracks, by
+    /// IoU, after the confident ones (ByteTrack's second association).
     pub high_score: f32,
     /// Least score of a detection that starts a track (ByteTrack's
     /// new-track threshold): a lone low-confidence box is more often a
@@ -284,13 +284,21 @@ impl Tracker {
         let confirmed: Vec<usize> = (0..self.tracks.len()).filter(|&t| self.tracks[t].confirmed).collect();
         let tentative: Vec<usize> = (0..self.tracks.len()).filter(|&t| !self.tracks[t].confirmed).collect();
         // 1. Confirmed tracks and confident detections.
-        let rest = self.assign(&confirmed, &high, sparse, &mut track_of);
-        // 2. Confirmed tracks seen last frame, and the less confident.
-        let recent: Vec<usize> = rest.into_iter().filter(|&t| self.tracks[t].missed.is_empty()).collect();
-        self.assign(&recent, &low, false, &mut track_of);
+        let rest = self.assign(&confirmed, &high, Against::Prediction { weak: sparse }, &mut track_of);
+        // 2. The confirmed tracks left, and the less confident (a person
+        // half hidden, or coming out from behind another, scores low).
+        let lost = self.assign(&rest, &low, Against::Prediction { weak: false }, &mut track_of);
         // 3. Tentative tracks and the confident detections left.
-        let left_high: Vec<Usable> = high.iter().copied().filter(|u| track_of[u.index].is_none()).collect();
-        self.assign(&tentative, &left_high, true, &mut track_of);
+        let left_high = |track_of: &[Option<usize>]| -> Vec<Usable> {
+            high.iter().copied().filter(|u| track_of[u.index].is_none()).collect()
+        };
+        self.assign(&tentative, &left_high(&track_of), Against::Prediction { weak: true }, &mut track_of);
+        // 4. A confident detection that would start a new track, where a
+        // confirmed track still unmatched was last seen: that object again
+        // (OC-SORT's observation-centric recovery: one that stopped or
+        // turned, or whose boxes jittered, is no longer where the filter
+        // predicts it), not a new one.
+        self.assign(&lost, &left_high(&track_of), Against::LastSeen, &mut track_of);
 
         // Correct the matched tracks and start new ones, in detection order
         // (which is what makes the new ids deterministic).
@@ -361,8 +369,8 @@ impl Tracker {
 
     /// Matches `tracks` (indices) to `dets` by the Hungarian method on
     /// their affinity, recording each match in `track_of`; returns the
-    /// tracks left unmatched. `weak`: matches by closeness count too.
-    fn assign(&self, tracks: &[usize], dets: &[Usable], weak: bool, track_of: &mut [Option<usize>]) -> Vec<usize> {
+    /// tracks left unmatched.
+    fn assign(&self, tracks: &[usize], dets: &[Usable], to: Against, track_of: &mut [Option<usize>]) -> Vec<usize> {
         let (rows, cols) = (tracks.len(), dets.len());
         if rows == 0 || cols == 0 {
             return tracks.to_vec();
@@ -370,9 +378,12 @@ impl Tracker {
         let mut sim = Vec::with_capacity(rows * cols);
         for &t in tracks {
             let track = &self.tracks[t];
-            let predicted = track.kf.bbox();
+            let (against, weak) = match to {
+                Against::Prediction { weak } => (track.kf.bbox(), weak),
+                Against::LastSeen => (Some(track.last_box), false),
+            };
             for u in dets {
-                sim.push(match predicted {
+                sim.push(match against {
                     Some(p) => affinity(&self.cfg, track, &p, u, weak),
                     None => 0.0,
                 });
@@ -428,9 +439,19 @@ impl Tracker {
     }
 }
 
-/// How well detection `u` fits `track` (predicted at box `p`): when their
-/// IoU reaches the threshold, 0.1 + IoU × score (a confident detection
-/// wins a tie); else, with `weak`, less than 0.1 for a centre within three
+/// What a track's box is compared with in a round of matching.
+#[derive(Clone, Copy)]
+enum Against {
+    /// The filter's prediction for this frame; `weak`: a centre close to
+    /// it matches too, where no box overlaps enough.
+    Prediction { weak: bool },
+    /// The box the track was last seen with.
+    LastSeen,
+}
+
+/// How well detection `u` fits `track`, whose box is `p` (predicted, or as
+/// last seen): when their IoU reaches the threshold, 0.1 + IoU × score (a
+/// confident detection wins a tie); else, with `weak`, less than 0.1 for a centre within three
 /// standard deviations of the prediction and a box of a like size; else
 /// 0: no match. The one place an appearance term would join.
 fn affinity(cfg: &TrackerConfig, track: &Track, p: &BBox, u: &Usable, weak: bool) -> f64 {

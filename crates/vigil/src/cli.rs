@@ -148,7 +148,7 @@ pub enum Command {
     /// Run vigil's tracker alone over detections in MOTChallenge format
     /// (`frame,-1,x,y,w,h,conf,...`) and write its tracks in that format
     /// (`frame,id,x,y,w,h,conf,-1,-1,-1`), for TrackEval or py-motmetrics.
-    /// The tracker settings are `[detect]`'s.
+    /// The tracker settings are `[detect]`'s; the time spent tracking goes to stderr.
     Track {
         /// The detections file.
         #[arg(long, value_name = "FILE")]

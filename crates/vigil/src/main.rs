@@ -139,12 +139,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Track { mot_det, frame_rate, output } => {
             let s = Settings::load(g, &Default::default())?;
             let text = std::fs::read_to_string(&mot_det).with_context(|| format!("reading {}", mot_det.display()))?;
-            let tracks = detect::mot::track(&text, frame_rate, s.detect.tracker)
+            let tracked = detect::mot::track(&text, frame_rate, s.detect.tracker)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", mot_det.display()))?;
+            let ms = tracked.tracking.as_secs_f64() * 1e3;
+            eprintln!(
+                "vigil track: {} frames in {ms:.3} ms of tracking ({:.0} frames/s)",
+                tracked.frames,
+                tracked.frames as f64 / tracked.tracking.as_secs_f64().max(1e-9)
+            );
             match output {
-                Some(o) => std::fs::write(&o, tracks).with_context(|| format!("writing {}", o.display())),
+                Some(o) => std::fs::write(&o, tracked.text).with_context(|| format!("writing {}", o.display())),
                 None => {
-                    print!("{tracks}");
+                    print!("{}", tracked.text);
                     Ok(())
                 }
             }

@@ -239,6 +239,17 @@ fn scenes() {
             left: "ab",
         },
         Case {
+            name: "stopping while hidden keeps the id (its box far from the prediction)",
+            cfg: d,
+            scene: scene(40, |i| match i {
+                0..15 => vec![walker('a', 0, i, (0.0, 50.0), (10.0, 0.0))],
+                15..20 => vec![],
+                _ => vec![walker('a', 0, 15, (0.0, 50.0), (10.0, 0.0))],
+            }),
+            appeared: "a",
+            left: "a",
+        },
+        Case {
             name: "unconfirmed flicker is never reported",
             cfg: cfg(15, 3, true),
             scene: scene(40, |i| {
@@ -509,9 +520,9 @@ fn sparse_samples_of_walking_people_get_ids_and_keep_them() {
     }
 }
 
-/// ByteTrack's second association: a walker half hidden for a while
-/// scores low, and stays the same object; a low-scoring box alone starts
-/// nothing.
+/// ByteTrack's second association: a walker hidden for a frame, then
+/// half hidden for a while, scores low, and stays the same object; a
+/// low-scoring box alone starts nothing.
 #[test]
 fn low_scores_continue_a_track_but_never_start_one() {
     let d = TrackerConfig::default();
@@ -524,6 +535,10 @@ fn low_scores_continue_a_track_but_never_start_one() {
             w.score = low;
         }
         let stray = Detection { score: low, ..det(0, 900.0, 400.0, 60.0, 120.0) };
+        if i == 9 {
+            tracker.update(frame(i), &[stray]).unwrap();
+            continue;
+        }
         let up = tracker.update(frame(i), &[w, stray]).unwrap();
         assert!(up.tracks.iter().all(|t| t.detection == 0), "frame {i}: the stray got an id");
         if i >= 1 {
