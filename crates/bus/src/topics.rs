@@ -31,6 +31,8 @@ pub const VIDEO_RESULTS: &str = "vigil.video.results";
 pub const VIDEO_JOBS: &str = "vigil.video.jobs";
 pub const COLLECT_STATE: &str = "vigil.collect.state";
 pub const MEMBERS: &str = "vigil.members";
+pub const COUNTS: &str = "vigil.counts";
+pub const PROCESS_STATE: &str = "vigil.process.state";
 
 const HOUR: i64 = 3_600_000;
 
@@ -44,13 +46,15 @@ pub mod groups {
     pub const DETECT: &str = "vigil-detect";
     /// The collectors of whole videos (`vigil.video.chunks`).
     pub const COLLECT: &str = "vigil-collect";
+    /// The stream processors (`vigil.detections`).
+    pub const PROCESS: &str = "vigil-process";
     /// The web app's readers (live feeds, boxes, ranges, tables): never commit.
     pub const WEB: &str = "vigil-web";
     /// One-off reads (`vigil topics`, `vigil events`, checkpoints on start): never commit.
     pub const READ: &str = "vigil-read";
 
     /// The groups whose lag `vigil topics` and the Topics page show.
-    pub const WITH_LAG: &[&str] = &[ARCHIVE, DETECT, COLLECT];
+    pub const WITH_LAG: &[&str] = &[ARCHIVE, DETECT, COLLECT, PROCESS];
 }
 
 /// The topic plan (ARCHITECTURE.md, "Topics and guarantees"), with default sizes. The broker is a buffer, not the
@@ -147,6 +151,22 @@ pub fn plan() -> Vec<TopicSpec> {
             retention_ms: None,
         },
         TopicSpec {
+            name: COUNTS,
+            key: "camera",
+            content: "per camera × zone/line × class × minute: entries, exits, crossings each way, peak and mean occupancy",
+            delivery: ExactlyOnce,
+            partitions: 4,
+            retention_ms: Some(30 * 24 * HOUR),
+        },
+        TopicSpec {
+            name: PROCESS_STATE,
+            key: "detections topic/partition",
+            content: "stream processor checkpoints: per detections partition, each camera's objects in zones, line sides and open minutes",
+            delivery: LastValue,
+            partitions: 1,
+            retention_ms: None,
+        },
+        TopicSpec {
             name: MEMBERS,
             key: "group/member",
             content: "each stage process's group and the partitions it owns, reported by the process itself",
@@ -206,11 +226,11 @@ mod tests {
     #[test]
     fn plan_is_complete_and_unique() {
         let p = plan();
-        assert_eq!(p.len(), 12);
+        assert_eq!(p.len(), 14);
         let mut names = names();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 14);
         assert_eq!(p.iter().find(|s| s.name == FRAMES).unwrap().delivery, Delivery::ExactlyOnce);
         assert_eq!(p.iter().find(|s| s.name == LIVE).unwrap().delivery, Delivery::AtMostOnce);
     }

@@ -412,5 +412,6 @@ fn object_event(kind: &str, o: &ObjectSummary, model: &str) -> Event {
             },
         }),
         lost: None,
+        rule: None,
     }
 }

@@ -23,6 +23,30 @@ pub struct Event {
     /// For `frames-lost`: which frames.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lost: Option<LostFrames>,
+    /// For the events of the processor's rules (`zone-entered`,
+    /// `zone-left`, `zone-loitering`, `zone-occupancy`, `line-crossed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleHit>,
+}
+
+/// Which rule an event is of, and the object and frame that settled it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuleHit {
+    /// The zone's or line's name.
+    pub rule: String,
+    /// The object (none for `zone-occupancy`).
+    pub object_id: Option<String>,
+    pub class: String,
+    /// The analysed frame that settled it (of `vigil.frames`).
+    pub seq: u64,
+    /// The object's box there, x1, y1, x2, y2 in source pixels.
+    #[serde(rename = "box")]
+    pub bbox: Option<[f32; 4]>,
+    /// `left-to-right` or `right-to-left` (as seen facing from the line's
+    /// start to its end), for `line-crossed`.
+    pub direction: Option<String>,
+    /// Objects of the class inside, for `zone-occupancy`.
+    pub inside: Option<u32>,
 }
 
 /// Frames ingest accepted from a camera (they have seqs) that the broker
@@ -70,6 +94,7 @@ impl Event {
             detail: detail.into(),
             object: None,
             lost: None,
+            rule: None,
         }
     }
 }

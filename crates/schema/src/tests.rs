@@ -57,7 +57,41 @@ fn events() -> Vec<Event> {
         best: BestFrame { seq: 5, time_us: 1, score: 0.5, bbox: [1.0, 2.0, 3.0, 4.0] },
     });
     let process = Event::new("archive-paused", None, "archive@/srv", "disk full");
-    vec![plain, object, process]
+    let mut rule = Event::new("line-crossed", Some("c"), "process", "person line-crossed gate (left-to-right)");
+    rule.rule = Some(RuleHit {
+        rule: "gate".into(),
+        object_id: Some("c/5/0".into()),
+        class: "person".into(),
+        seq: 9,
+        bbox: Some([1.0, 2.0, 3.0, 4.0]),
+        direction: Some("left-to-right".into()),
+        inside: None,
+    });
+    vec![plain, object, process, rule]
+}
+
+#[test]
+fn counts_match_their_schema() {
+    let c = Count {
+        id: "c/gate/person/1700000040000000".into(),
+        camera: "c".into(),
+        rule: "gate".into(),
+        class: "person".into(),
+        start_us: 1_700_000_040_000_000,
+        end_us: 1_700_000_100_000_000,
+        entries: 0,
+        exits: 0,
+        crossings_left_to_right: 3,
+        crossings_right_to_left: 1,
+        occupancy_peak: 0,
+        occupancy_mean: 0.0,
+        frames: 600,
+    };
+    let s = schema("counts");
+    let mut j = serde_json::to_value(&c).unwrap();
+    assert_eq!(errors(&s, &j), Vec::<String>::new());
+    j["entries"] = json!(-1);
+    assert!(!errors(&s, &j).is_empty(), "a negative count");
 }
 
 #[test]

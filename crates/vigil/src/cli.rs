@@ -125,6 +125,16 @@ pub enum Command {
     /// collectors' group), analyse them with the detector's model and
     /// tracker, publish to vigil.video.results and vigil.video.jobs.
     Collect(CollectArgs),
+    /// Run the stream processor (a member of the processors' group): each
+    /// camera's rules ([[process.zones]], [[process.lines]]) over its
+    /// tracks on vigil.detections, by capture time; rule events to
+    /// vigil.events, per-minute counts to vigil.counts.
+    Process {
+        /// Kafka transactions for events + counts + checkpoint + offsets
+        /// (brokers that have them; not the embedded one).
+        #[arg(long)]
+        transactions: bool,
+    },
     /// Whole-video jobs and their progress (from vigil.video.jobs).
     Jobs {
         /// Only this video.

@@ -42,6 +42,8 @@ pub struct File {
     #[serde(default)]
     pub jobs: JobsSection,
     #[serde(default)]
+    pub process: ProcessSection,
+    #[serde(default)]
     pub cameras: Vec<CameraEntry>,
     #[serde(default)]
     pub topics: BTreeMap<String, TopicOverride>,
@@ -133,6 +135,23 @@ pub struct JobsSection {
     pub transactions: Option<bool>,
 }
 
+/// `[process]`: the stream processor (`vigil process`, and part of `vigil
+/// up`) and its rules, `[[process.zones]]` and `[[process.lines]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSection {
+    /// Run a processor in `vigil up` (default true, when the detector runs
+    /// and a rule is declared).
+    pub enabled: Option<bool>,
+    pub lateness_s: Option<u64>,
+    pub checkpoint_interval_ms: Option<u64>,
+    pub transactions: Option<bool>,
+    #[serde(default)]
+    pub zones: Vec<process::RuleSpec>,
+    #[serde(default)]
+    pub lines: Vec<process::RuleSpec>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveSection {
@@ -182,6 +201,9 @@ pub struct Settings {
     pub jobs: jobs::CollectConfig,
     /// Whether `vigil up` runs a collector.
     pub jobs_in_up: bool,
+    pub process: process::ProcessConfig,
+    /// Whether `vigil up` runs a processor (when the detector runs too).
+    pub process_in_up: bool,
 }
 
 /// The web app's settings (`[web]`).
@@ -295,6 +317,9 @@ impl Settings {
         let mut detect = detect_config(&file.detect)?;
         detect.member = member_name(&data_dir);
         let jobs = jobs_config(&file.jobs, &detect, &data_dir)?;
+        let known: Vec<&str> =
+            file.cameras.iter().map(|c| c.id.as_str()).chain(cameras.iter().map(|c| c.id.as_str())).collect();
+        let process = process_config(&file.process, &detect, &known)?;
         // Archivers may share a dir: the pid tells them apart.
         archive.member = format!("{}:pid{}", member_name(&data_dir), std::process::id());
         let mut kafka = KafkaConfig::new(brokers.clone().unwrap_or_default());
@@ -325,6 +350,8 @@ impl Settings {
             detect_in_up: file.detect.enabled.unwrap_or(true),
             jobs,
             jobs_in_up: file.jobs.enabled.unwrap_or(true),
+            process_in_up: file.process.enabled.unwrap_or(true) && !process.rules.is_empty(),
+            process,
         })
     }
 
@@ -407,6 +434,41 @@ fn jobs_config(j: &JobsSection, d: &detect::DetectConfig, data_dir: &Path) -> Re
         work_dir: data_dir.join("jobs"),
         checkpoint_interval: std::time::Duration::from_millis(interval),
         transactions: j.transactions.unwrap_or(false),
+        member: d.member.clone(),
+    })
+}
+
+/// The processor's settings and each camera's rules, checked: a bad rule
+/// or one for a camera not configured is an error naming the rule.
+fn process_config(p: &ProcessSection, d: &detect::DetectConfig, cameras: &[&str]) -> Result<process::ProcessConfig> {
+    let mut rules: BTreeMap<String, process::Rules> = BTreeMap::new();
+    let specs = p.zones.iter().map(|s| ("zone", s)).chain(p.lines.iter().map(|s| ("line", s)));
+    for (kind, s) in specs {
+        if !cameras.contains(&s.camera.as_str()) {
+            bail!(
+                "process.{kind}s: {kind} {:?}: camera {:?} is not one of [[cameras]] ({})",
+                s.name,
+                s.camera,
+                if cameras.is_empty() { "none configured".to_string() } else { cameras.join(", ") }
+            );
+        }
+        let r = rules.entry(s.camera.clone()).or_default();
+        let added = if kind == "zone" { r.add_zone(s) } else { r.add_line(s) };
+        added.map_err(|e| anyhow!("process.{kind}s: {e}"))?;
+    }
+    let lateness = p.lateness_s.unwrap_or(5);
+    if lateness > 3600 {
+        bail!("process.lateness_s = {lateness}: use 0..=3600");
+    }
+    let interval = p.checkpoint_interval_ms.unwrap_or(2000);
+    if !(100..=600_000).contains(&interval) {
+        bail!("process.checkpoint_interval_ms = {interval}: use 100..=600000");
+    }
+    Ok(process::ProcessConfig {
+        rules,
+        lateness: std::time::Duration::from_secs(lateness),
+        checkpoint_interval: std::time::Duration::from_millis(interval),
+        transactions: p.transactions.unwrap_or(false),
         member: d.member.clone(),
     })
 }
@@ -517,12 +579,40 @@ mod tests {
     use super::*;
 
     fn load(toml_text: &str, cams: &[&str]) -> Result<Settings> {
-        let dir = std::env::temp_dir().join(format!("vigil-cfg-{}-{}", std::process::id(), toml_text.len()));
+        // Tests run in parallel: each load its own file.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vigil-cfg-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("vigil.toml");
         std::fs::write(&p, toml_text).unwrap();
         let g = Global { config: Some(p), ..Default::default() };
         Settings::load(&g, &CameraArgs { camera: cams.iter().map(|s| s.to_string()).collect() })
+    }
+
+    #[test]
+    fn process_rules_are_checked_and_named() {
+        let zone = |cam: &str, points: &str| {
+            format!("[[process.zones]]\ncamera = \"{cam}\"\nname = \"porch\"\npoints = {points}\n")
+        };
+        let ok = load(&zone("cam", "[[0, 0], [10, 0], [0, 10]]"), &["cam=synthetic:"]).unwrap();
+        assert_eq!(ok.process.rules["cam"].zones[0].name, "porch");
+        assert!(ok.process_in_up);
+        assert!(!load("", &["cam=synthetic:"]).unwrap().process_in_up, "no rules, no processor");
+        let line = "[[process.lines]]\ncamera = \"cam\"\nname = \"gate\"\nstart = [5, 5]\nend = [5, 5]\n";
+        let cases = [
+            (
+                zone("nope", "[[0, 0], [10, 0], [0, 10]]"),
+                "zone \"porch\": camera \"nope\" is not one of [[cameras]] (cam)",
+            ),
+            (zone("cam", "[[0, 0], [10, 0]]"), "zone \"porch\" of camera \"cam\": needs at least 3 points"),
+            (line.to_string(), "line \"gate\" of camera \"cam\": start and end must be finite and apart"),
+            ("[process]\nlateness_s = 99999".to_string(), "process.lateness_s"),
+        ];
+        for (text, want) in cases {
+            let err = format!("{:#}", load(&text, &["cam=synthetic:"]).unwrap_err());
+            assert!(err.contains(want), "{text:?} gave {err}");
+        }
     }
 
     #[test]

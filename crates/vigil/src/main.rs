@@ -4,6 +4,7 @@
 mod archive_cmd;
 mod detect_cmd;
 mod jobs_cmd;
+mod process_cmd;
 mod submit_cmd;
 mod topics_cmd;
 mod user_cmd;
@@ -160,6 +161,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
             s.resolve_brokers();
             jobs_cmd::collect(s, a).await
         }
+        Command::Process { transactions } => {
+            let mut s = Settings::load(g, &Default::default())?;
+            s.resolve_brokers();
+            process_cmd::run(s, transactions).await
+        }
         Command::Jobs { id, json } => {
             let mut s = Settings::load(g, &Default::default())?;
             s.resolve_brokers();
@@ -289,6 +295,19 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
             bus::topics::VIDEO_JOBS
         );
     }
+    if s.process_in_up && s.process.transactions && s.brokers.is_none() {
+        anyhow::bail!("the embedded broker has no Kafka transactions: set process.transactions = false");
+    }
+    let processing = detecting && s.process_in_up;
+    if processing {
+        let rules: usize = s.process.rules.values().map(|r| r.zones.len() + r.lines.len()).sum();
+        println!(
+            "  process  {} → {}, {} ({rules} rule(s))",
+            bus::topics::DETECTIONS,
+            bus::topics::EVENTS,
+            bus::topics::COUNTS
+        );
+    }
     println!("  metrics  {}metrics", web::url(&web_cfg));
     println!("  topics   vigil topics --data-dir {}", s.data_dir.display());
     match &first_password {
@@ -312,6 +331,10 @@ async fn up(mut s: Settings, web: cli::ServeArgs) -> Result<()> {
     if collecting {
         let (s2, cfg, m, stop) = (s.clone(), s.jobs.clone(), metrics.clone(), stopped(stop_rx.clone()));
         roles.spawn("collect", async move { jobs_cmd::role(&s2, cfg, m, stop).await });
+    }
+    if processing {
+        let (s2, cfg, m, stop) = (s.clone(), s.process.clone(), metrics.clone(), stopped(stop_rx.clone()));
+        roles.spawn("process", async move { process_cmd::role(&s2, cfg, m, stop).await });
     }
     let (cfg, kafka, plan) = (ingest_config(&s, None), s.kafka.clone(), s.plan.clone());
     let stop = stopped(stop_rx);

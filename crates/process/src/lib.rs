@@ -1,0 +1,20 @@
+//! Stream processing (`vigil process`): rules over each camera's tracks,
+//! by event time, with state on the stage runtime.
+//!
+//! - `geometry`: points, polygons, directed segments;
+//! - `rules`: zones and lines as declared in config, checked;
+//! - `window`: per-minute counts by capture time, late records counted;
+//! - `camera`: one camera's rules over its tracks, a pure state machine
+//!   (zones entered and left, loitering, occupancy, lines crossed, counts);
+//! - `stage`: the processor on the runtime: `vigil.detections` in, rule
+//!   events to `vigil.events` and counts to `vigil.counts` out.
+
+pub mod camera;
+pub mod geometry;
+pub mod rules;
+pub mod stage;
+pub mod window;
+
+pub use camera::{Camera, Hit};
+pub use rules::{Line, RuleSpec, Rules, Zone};
+pub use stage::{ProcessConfig, run, stage_spec};
