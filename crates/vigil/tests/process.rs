@@ -1,0 +1,238 @@
+//! The stream processor end to end: analysed frames on vigil.detections
+//! (written here as a detector would) → `vigil process` → rule events on
+//! vigil.events and per-minute counts on vigil.counts.
+//!
+//! People walk one after another across a zone and a line, three minutes
+//! of capture time. The processor is SIGKILLed mid-stream; it restarts
+//! and a second processor joins its group; the rest of the stream
+//! follows. What consumers see (copies dropped by id) is exactly what the
+//! state machine gives over the whole stream uninterrupted: every count,
+//! and each event once. Copies are byte-identical.
+
+mod common;
+
+use common::*;
+use rdkafka::Message;
+use rdkafka::producer::{BaseRecord, Producer};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A minute boundary, microseconds.
+const T0: i64 = 1_700_000_040_000_000;
+/// Frames every half second for three minutes.
+const FRAMES: u64 = 360;
+/// Someone starts across every 20 s, walking 10 px a frame.
+const PEOPLE: u64 = 9;
+
+const CONFIG: &str = r#"
+[[cameras]]
+id = "cam"
+source = "synthetic:"
+
+[process]
+checkpoint_interval_ms = 200
+lateness_s = 1
+
+[[process.zones]]
+camera = "cam"
+name = "yard"
+points = [[100, 100], [200, 100], [200, 200], [100, 200]]
+classes = ["person"]
+
+[[process.lines]]
+camera = "cam"
+name = "gate"
+start = [300, 0]
+end = [300, 360]
+"#;
+
+/// Frame `seq` of the scene: person k walks from x 50 to 350 along y 150
+/// (through the zone, across the line) from frame 40 k.
+fn frame(seq: u64) -> schema::Detections {
+    let objects = (0..PEOPLE)
+        .filter_map(|k| {
+            let step = seq.checked_sub(40 * k).filter(|s| *s <= 30)?;
+            let x = 50.0 + 10.0 * step as f32;
+            Some(schema::Object {
+                object_id: Some(format!("cam/{}/0", 40 * k)),
+                class: "person".into(),
+                class_id: 0,
+                score: 0.9,
+                bbox: [x - 10.0, 110.0, x + 10.0, 150.0],
+            })
+        })
+        .collect();
+    schema::Detections {
+        id: schema::record_id("cam", seq, "m"),
+        camera: "cam".into(),
+        seq,
+        capture_us: T0 + seq as i64 * 500_000,
+        model: "m".into(),
+        source: schema::SourceFrame { topic: "vigil.frames".into(), partition: 0, offset: seq as i64 },
+        width: 640,
+        height: 360,
+        objects,
+    }
+}
+
+/// The last frame: far enough on to close every minute.
+fn closing() -> schema::Detections {
+    let mut d = frame(FRAMES + 200);
+    d.objects.clear();
+    d
+}
+
+fn processor(dir: &Path, name: &str, brokers: &str, config: &Path, metrics: &str) -> Vigil {
+    let data = dir.join(name);
+    let args = ["process", "--brokers", brokers, "--config", config.to_str().unwrap(), "--metrics-listen", metrics];
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend(["--data-dir", data.to_str().unwrap()]);
+    Vigil::start(name, &args, dir)
+}
+
+/// Waits until the processors at `metrics` own every partition between them.
+fn wait_assigned(metrics: &[std::net::SocketAddr], within: Duration) {
+    let deadline = Instant::now() + within;
+    let series = "vigil_stage_assigned_partitions{stage=\"process\",topic=\"vigil.detections\"}";
+    loop {
+        let owned: f64 = metrics.iter().filter_map(|m| metric(&http_get(*m, "/metrics"), series)).sum();
+        if owned == 4.0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the processors own {owned} of 4 partitions after {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every record of `topic`, all copies, by id.
+fn read(brokers: &str, topic: &str) -> BTreeMap<String, Vec<Vec<u8>>> {
+    let kafka = bus::KafkaConfig::new(brokers.to_string());
+    let range = bus::range::Range::all(topic, bus::Delivery::AtLeastOnce, 4, Duration::from_secs(30));
+    let mut out: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    bus::range::read(&kafka, &range, |m| {
+        let id = bus::reader::record_id(m).expect("every record has an id").to_string();
+        out.entry(id).or_default().push(m.payload().unwrap().to_vec());
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn a_processor_killed_mid_stream_changes_no_count() {
+    let dir = temp_dir("process");
+    let addr = free_port();
+    let listen = addr.to_string();
+    let broker_dir = dir.join("broker");
+    let args = ["broker", "--listen", &listen, "--data-dir", broker_dir.to_str().unwrap(), "--metrics-listen", "off"];
+    let _b = Vigil::start("broker", &args, &dir);
+    wait_port(addr, Duration::from_secs(30));
+    let config = dir.join("vigil.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+
+    let m1 = free_port();
+    let mut p1 = processor(&dir, "p1", &listen, &config, &m1.to_string());
+    wait_assigned(&[m1], Duration::from_secs(60));
+
+    let kafka = bus::KafkaConfig::new(listen.clone());
+    let producer = camera_producer(&kafka);
+    let send = |d: &schema::Detections| {
+        let payload = serde_json::to_vec(d).unwrap();
+        producer.send(BaseRecord::to(bus::topics::DETECTIONS).key("cam").payload(&payload)).unwrap();
+    };
+    // A quarter of the stream and some checkpoints; then the stream goes
+    // on and the processor is SIGKILLed in the middle of it.
+    for seq in 0..FRAMES / 4 {
+        send(&frame(seq));
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    for seq in FRAMES / 4..FRAMES / 2 {
+        send(&frame(seq));
+        producer.poll(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(5));
+        if seq == FRAMES * 3 / 8 {
+            p1.kill();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    // The restarted processor and a second one share the rest.
+    let (m1, m2) = (free_port(), free_port());
+    let _p1 = processor(&dir, "p1", &listen, &config, &m1.to_string());
+    let _p2 = processor(&dir, "p2", &listen, &config, &m2.to_string());
+    wait_assigned(&[m1, m2], Duration::from_secs(60));
+    for seq in FRAMES / 2..FRAMES {
+        send(&frame(seq));
+    }
+    send(&closing());
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    // What the state machine gives over the whole stream, uninterrupted.
+    let rules = {
+        let file: toml::Value = toml::from_str(CONFIG).unwrap();
+        let mut r = process::Rules::default();
+        let p = &file["process"];
+        r.add_zone(&p["zones"][0].clone().try_into().unwrap()).unwrap();
+        r.add_line(&p["lines"][0].clone().try_into().unwrap()).unwrap();
+        r
+    };
+    let mut cam = process::Camera::default();
+    let (mut hits, mut closed) = (Vec::new(), Vec::new());
+    for d in (0..FRAMES).map(frame).chain([closing()]) {
+        let (h, c) = cam.frame(&rules, &d, 1_000_000);
+        hits.extend(h);
+        closed.extend(c);
+    }
+    let want_counts: BTreeMap<String, (u64, u64, u64, u64, u32)> = closed
+        .iter()
+        .map(|c| {
+            let t = &c.tally;
+            let id = format!("cam/{}/{}/{}", c.rule, c.class, c.start_us);
+            (id, (t.entries, t.exits, t.crossings_left_to_right, t.crossings_right_to_left, t.occupancy_peak))
+        })
+        .collect();
+    let kinds = |h: &[process::Hit], kind: &str| h.iter().filter(|h| h.kind == kind).count();
+    assert_eq!(kinds(&hits, "zone-entered"), PEOPLE as usize, "the scene itself");
+    assert_eq!(kinds(&hits, "line-crossed"), PEOPLE as usize);
+
+    // Counts: wait until the last minute is there, then compare.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let counts = loop {
+        let got = read(&listen, bus::topics::COUNTS);
+        if want_counts.keys().all(|k| got.contains_key(k)) || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let mut got_counts = BTreeMap::new();
+    for (id, copies) in &counts {
+        assert!(copies.iter().all(|c| c == &copies[0]), "copies of {id} differ");
+        let c: schema::Count = serde_json::from_slice(&copies[0]).unwrap();
+        let tally = (c.entries, c.exits, c.crossings_left_to_right, c.crossings_right_to_left, c.occupancy_peak);
+        got_counts.insert(id.clone(), tally);
+    }
+    assert_eq!(got_counts, want_counts);
+    let total = |f: fn(&(u64, u64, u64, u64, u32)) -> u64| got_counts.values().map(f).sum::<u64>();
+    assert_eq!((total(|t| t.0), total(|t| t.1), total(|t| t.3)), (PEOPLE, PEOPLE, PEOPLE));
+
+    // Events: each of the state machine's once, copies identical.
+    let events = read(&listen, bus::topics::EVENTS);
+    let copies: usize = counts.values().chain(events.values()).map(|c| c.len() - 1).sum();
+    eprintln!("records published again after the kill: {copies}");
+    let mut got_events = Vec::new();
+    for (id, copies) in &events {
+        assert!(copies.iter().all(|c| c == &copies[0]), "copies of {id} differ");
+        let e: schema::Event = serde_json::from_slice(&copies[0]).unwrap();
+        if e.rule.is_some() {
+            got_events.push(id.clone());
+        }
+    }
+    let mut want_events: Vec<String> = hits
+        .iter()
+        .map(|h| format!("cam/{}/{}/{}/{}", h.rule, h.kind, h.object_id.as_deref().unwrap_or(&h.class), h.seq))
+        .collect();
+    want_events.sort();
+    assert_eq!(got_events, want_events);
+    let _ = std::fs::remove_dir_all(&dir);
+}
