@@ -6,11 +6,13 @@
 //! - `window`: per-minute counts by capture time, late records counted;
 //! - `camera`: one camera's rules over its tracks, a pure state machine
 //!   (zones entered and left, loitering, occupancy, lines crossed, counts);
+//! - `read`: counts read back, copies dropped;
 //! - `stage`: the processor on the runtime: `vigil.detections` in, rule
 //!   events to `vigil.events` and counts to `vigil.counts` out.
 
 pub mod camera;
 pub mod geometry;
+pub mod read;
 pub mod rules;
 pub mod stage;
 pub mod window;

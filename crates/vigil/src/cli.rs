@@ -62,7 +62,10 @@ pub enum Command {
         /// Only this class's (e.g. person).
         #[arg(long)]
         class: Option<String>,
-        /// Every event, not only objects' (camera up/down, archive paused...).
+        /// Only this rule's (a zone or line of `vigil process`).
+        #[arg(long)]
+        rule: Option<String>,
+        /// Every event, not only objects' and rules' (camera up/down, archive paused...).
         #[arg(long)]
         all: bool,
         /// JSON: a list of objects.
@@ -134,6 +137,22 @@ pub enum Command {
         /// (brokers that have them; not the embedded one).
         #[arg(long)]
         transactions: bool,
+    },
+    /// Per-minute counts of `vigil process`'s rules (from vigil.counts):
+    /// entries, exits, crossings each way, peak and mean occupancy.
+    Counts {
+        /// Only this camera's.
+        #[arg(long)]
+        camera: Option<String>,
+        /// Minutes from: RFC 3339 or relative (`-1h`) [default: -1h].
+        #[arg(long, allow_hyphen_values = true, default_value = "-1h")]
+        from: String,
+        /// Until, same forms [default: now].
+        #[arg(long, allow_hyphen_values = true, default_value = "now")]
+        to: String,
+        /// JSON: a list of the count records.
+        #[arg(long)]
+        json: bool,
     },
     /// Whole-video jobs and their progress (from vigil.video.jobs).
     Jobs {

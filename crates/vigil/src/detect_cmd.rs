@@ -90,8 +90,18 @@ async fn reanalyse(s: Settings, cfg: detect::DetectConfig, from: &str, to: &str,
     Ok(())
 }
 
-/// Prints object events (or every event with `all`), oldest first.
-pub async fn events(s: Settings, camera: Option<String>, class: Option<String>, all: bool, json: bool) -> Result<()> {
+/// Which events `vigil events` prints.
+pub struct Only {
+    pub camera: Option<String>,
+    pub class: Option<String>,
+    pub rule: Option<String>,
+    /// Every event, not only objects' and rules'.
+    pub all: bool,
+}
+
+/// Prints object and rule events (or every event with `all`), oldest first.
+pub async fn events(s: Settings, only: Only, json: bool) -> Result<()> {
+    let Only { camera, class, rule, all } = only;
     let kafka = s.kafka.clone();
     let partitions = crate::partitions_of(&kafka, bus::topics::EVENTS).await?;
     let events =
@@ -100,9 +110,13 @@ pub async fn events(s: Settings, camera: Option<String>, class: Option<String>, 
             .context("reading vigil.events")?;
     let events: Vec<_> = events
         .into_iter()
-        .filter(|e| all || e.object.is_some())
+        .filter(|e| all || e.object.is_some() || e.rule.is_some())
         .filter(|e| camera.as_ref().is_none_or(|c| e.camera.as_ref() == Some(c)))
-        .filter(|e| class.as_ref().is_none_or(|c| e.object.as_ref().is_some_and(|o| &o.class == c)))
+        .filter(|e| {
+            let of = e.object.as_ref().map(|o| &o.class).or(e.rule.as_ref().map(|r| &r.class));
+            class.as_ref().is_none_or(|c| of == Some(c))
+        })
+        .filter(|e| rule.as_ref().is_none_or(|r| e.rule.as_ref().is_some_and(|h| &h.rule == r)))
         .collect();
     if json {
         let list: Vec<serde_json::Value> = events.iter().map(event_json).collect();
@@ -110,6 +124,19 @@ pub async fn events(s: Settings, camera: Option<String>, class: Option<String>, 
         return Ok(());
     }
     for e in &events {
+        if let Some(r) = &e.rule {
+            println!(
+                "{}  {:<15} {:<10} {:<12} {:<10} {}  {}",
+                time(e.time_us),
+                e.kind,
+                e.camera.as_deref().unwrap_or("-"),
+                r.class,
+                r.rule,
+                r.object_id.as_deref().unwrap_or("-"),
+                e.detail
+            );
+            continue;
+        }
         match &e.object {
             Some(o) => println!(
                 "{}  {:<15} {:<10} {:<12} {}  first {}  last {}  best frame seq {} ({:.2})",
@@ -157,6 +184,9 @@ fn event_json(e: &bus::events::Event) -> serde_json::Value {
             "best": o.best,
         });
         v.as_object_mut().expect("object").extend(more.as_object().expect("object").clone());
+    }
+    if let Some(r) = &e.rule {
+        v["rule"] = serde_json::to_value(r).expect("rule hits serialise");
     }
     v
 }

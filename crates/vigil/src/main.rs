@@ -108,10 +108,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
             s.resolve_brokers();
             detect_cmd::run(s, a).await
         }
-        Command::Events { camera, class, all, json } => {
+        Command::Events { camera, class, rule, all, json } => {
             let mut s = Settings::load(g, &Default::default())?;
             s.resolve_brokers();
-            detect_cmd::events(s, camera, class, all, json).await
+            let only = detect_cmd::Only { camera, class, rule, all };
+            detect_cmd::events(s, only, json).await
         }
         Command::Check { camera, json } => {
             // One archive kept in several dirs: each dir's settings, the
@@ -165,6 +166,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let mut s = Settings::load(g, &Default::default())?;
             s.resolve_brokers();
             process_cmd::run(s, transactions).await
+        }
+        Command::Counts { camera, from, to, json } => {
+            let mut s = Settings::load(g, &Default::default())?;
+            s.resolve_brokers();
+            process_cmd::counts(&s, camera, &from, &to, json).await
         }
         Command::Jobs { id, json } => {
             let mut s = Settings::load(g, &Default::default())?;

@@ -1,7 +1,7 @@
 //! `vigil process`: wiring only; the processor is `crates/process`.
 
 use crate::config::Settings;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use bus::Metrics;
 
 /// A processor as a role of this process, until `shutdown`.
@@ -41,4 +41,49 @@ pub async fn run(s: Settings, transactions: bool) -> Result<()> {
         cfg.lateness.as_secs()
     );
     role(&s, cfg, metrics, crate::shutdown_signal()).await
+}
+
+/// Prints the counts of the minutes starting in [from, to).
+pub async fn counts(s: &Settings, camera: Option<String>, from: &str, to: &str, json: bool) -> Result<()> {
+    let now = bus::now_us();
+    let (from_us, to_us) = (crate::archive_cmd::parse_time(from, now)?, crate::archive_cmd::parse_time(to, now)?);
+    if to_us <= from_us {
+        bail!("--to must be after --from");
+    }
+    let kafka = s.kafka.clone();
+    let partitions = crate::partitions_of(&kafka, bus::topics::COUNTS).await?;
+    let list = tokio::task::spawn_blocking(move || {
+        process::read::counts(&kafka, partitions, camera.as_deref(), from_us, to_us, std::time::Duration::from_secs(30))
+    })
+    .await?
+    .context("reading vigil.counts")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        eprintln!("no counts in that time (is `vigil process` running, with rules?)");
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<10} {:<12} {:<10} {:>7} {:>6} {:>6} {:>6} {:>5} {:>6}",
+        "minute (UTC)", "camera", "rule", "class", "entries", "exits", "l→r", "r→l", "peak", "mean"
+    );
+    for c in &list {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(c.start_us.max(0) as u64);
+        println!(
+            "{:<20} {:<10} {:<12} {:<10} {:>7} {:>6} {:>6} {:>6} {:>5} {:>6.2}",
+            humantime::format_rfc3339_seconds(t).to_string(),
+            c.camera,
+            c.rule,
+            c.class,
+            c.entries,
+            c.exits,
+            c.crossings_left_to_right,
+            c.crossings_right_to_left,
+            c.occupancy_peak,
+            c.occupancy_mean
+        );
+    }
+    Ok(())
 }

@@ -7,7 +7,8 @@
 //! and a second processor joins its group; the rest of the stream
 //! follows. What consumers see (copies dropped by id) is exactly what the
 //! state machine gives over the whole stream uninterrupted: every count,
-//! and each event once. Copies are byte-identical.
+//! and each event once. Copies are byte-identical. `vigil counts` and
+//! `vigil events --rule` read them back.
 
 mod common;
 
@@ -234,5 +235,21 @@ fn a_processor_killed_mid_stream_changes_no_count() {
         .collect();
     want_events.sort();
     assert_eq!(got_events, want_events);
+
+    // The same, as a user reads them.
+    let args = ["counts", "--brokers", &listen, "--from", "2023-11-14T22:00:00Z", "--to", "2023-11-14T23:00:00Z"];
+    let (code, out, err) = vigil(&[&args[..], &["--json"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<schema::Count> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), want_counts.len());
+    assert_eq!(rows.iter().map(|c| c.crossings_right_to_left).sum::<u64>(), PEOPLE);
+    let (code, out, err) = vigil(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2023-11-14T22:14:00Z cam        gate"), "{out}");
+    let (code, out, err) = vigil(&["events", "--brokers", &listen, "--rule", "gate", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.len(), PEOPLE as usize);
+    assert!(list.iter().all(|e| e["kind"] == "line-crossed" && e["rule"]["direction"] == "right-to-left"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
