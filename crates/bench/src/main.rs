@@ -11,6 +11,7 @@ mod index_v1;
 mod ingest_path;
 mod jobs_path;
 mod live;
+mod process_path;
 mod street;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +57,9 @@ enum Bench {
     /// seconds per second and the ratio; a collector's memory peak while a
     /// video larger than its budget is gathered.
     Jobs(jobs_path::JobsBenchArgs),
+    /// The stream processor (rules, events, counts, checkpoints) beside a
+    /// bare consume loop of the same backlog of detections: records/s.
+    Process(process_path::ProcessBenchArgs),
     /// Real footage of people walking (scripts/bench-street fetches it):
     /// the share of person boxes with an id, ids and track breaks, for the
     /// live detector at its default sampling and for a whole-video job.
@@ -103,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::Detect(a) => detection::detect(settings()?, a),
         Bench::Group(a) => group::group(settings()?, a).await,
         Bench::Jobs(a) => jobs_path::jobs(settings()?, a).await,
+        Bench::Process(a) => process_path::process(settings()?, a).await,
         Bench::Street(a) => street::street(settings()?, a).await,
     }
 }

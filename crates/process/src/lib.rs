@@ -19,4 +19,4 @@ pub mod window;
 
 pub use camera::{Camera, Hit};
 pub use rules::{Line, RuleSpec, Rules, Zone};
-pub use stage::{ProcessConfig, run, stage_spec};
+pub use stage::{ProcessConfig, Processor, run, stage_spec};

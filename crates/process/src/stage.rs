@@ -43,6 +43,7 @@ pub struct PartitionState {
 pub struct Processor {
     cfg: ProcessConfig,
     partitions: BTreeMap<i32, PartitionState>,
+    frames: Counter,
     garbage: Counter,
     late: Counter,
     events: Metrics,
@@ -51,6 +52,11 @@ pub struct Processor {
 impl Processor {
     pub fn new(cfg: ProcessConfig, metrics: &Metrics) -> Self {
         Processor {
+            frames: metrics.counter(
+                "vigil_process_frames_total",
+                "Analysed frames taken from the detections topic.",
+                &[],
+            ),
             garbage: metrics.counter(
                 "vigil_process_garbage_records_total",
                 "Records on the detections topic that are not detections, skipped.",
@@ -144,6 +150,7 @@ impl stage::Stage for Processor {
                 return Ok(());
             }
         };
+        self.frames.inc();
         let Some(rules) = self.cfg.rules.get(&d.camera) else { return Ok(()) };
         let lateness = i64::try_from(self.cfg.lateness.as_micros()).unwrap_or(i64::MAX);
         let camera = self.partitions.entry(r.partition).or_default().cameras.entry(d.camera.clone()).or_default();
