@@ -19,5 +19,8 @@ export async function adminPage(browser, url, password) {
   await page.fill('input[name=user]', 'admin');
   await page.fill('input[name=password]', password);
   await page.click('#login button');
+  // Logged in once the app shows who: a page opened before that (under a
+  // loaded machine the login takes seconds) would find no session.
+  await page.waitForSelector('#who:not(:empty)', { timeout: 60000 });
   return page;
 }

@@ -1,0 +1,270 @@
+//! Motion on one camera: a pure state machine over small grey images, by
+//! capture time (Frigate's method, sized for many cameras on a CPU).
+//!
+//! Each frame is reduced to a working image about `WORK_WIDTH` wide (box
+//! averaging), blurred, and compared with a running average of the scene:
+//! pixels that differ by more than `threshold` are moving; the moving
+//! pixels, dilated, form blobs, and blobs of `min_area` or more are
+//! motion. A change over most of the image is no motion: after the mean
+//! brightness of both is taken out, a change that is only light (lamps,
+//! clouds, the camera's night mode) leaves little, and the average is
+//! reset to the new image (`recalibrated`); a change that stays large
+//! (the camera moved, was covered or sprayed) for `tamper_s` is a tamper
+//! alarm, once, and the scene is then learnt anew.
+
+use serde::{Deserialize, Serialize};
+
+/// Working image width, pixels: small enough for tens of cameras a core.
+pub const WORK_WIDTH: usize = 160;
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MotionConfig {
+    /// Least difference from the scene's average (0-255) that is motion.
+    pub threshold: u8,
+    /// Least area of a blob, as a share of the image.
+    pub min_area: f32,
+    /// How fast the scene's average follows the image (0-1 per frame).
+    pub alpha: f32,
+    /// Frames in a row with motion before it has started.
+    pub start_frames: u32,
+    /// Seconds without motion before it has ended.
+    pub end_s: f32,
+    /// A share of the image changed at once that is no longer motion but
+    /// a change of light or of the scene.
+    pub global: f32,
+    /// Seconds a change of the scene must last to be a tamper alarm.
+    pub tamper_s: f32,
+}
+
+impl Default for MotionConfig {
+    fn default() -> Self {
+        MotionConfig {
+            threshold: 25,
+            min_area: 0.002,
+            alpha: 0.05,
+            start_frames: 2,
+            end_s: 2.0,
+            global: 0.5,
+            tamper_s: 10.0,
+        }
+    }
+}
+
+/// A grey image, row by row.
+pub struct Grey<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub pixels: &'a [u8],
+}
+
+/// What one frame gave.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MotionOut {
+    /// The share of the working image that moved (0-1): the motion score.
+    pub score: f32,
+    /// The moving region in source pixels (x1, y1, x2, y2), when motion.
+    pub region: Option<[f32; 4]>,
+    /// Motion started (held `start_frames`) with this frame.
+    pub started: bool,
+    /// Motion ended: it had lasted this many seconds.
+    pub ended: Option<f64>,
+    /// The scene's average was reset after a change of light.
+    pub recalibrated: bool,
+    /// The scene changed and stayed changed: tamper.
+    pub tamper: bool,
+}
+
+/// One camera's motion state (checkpointed).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Motion {
+    /// The scene's running average, working size.
+    average: Vec<f32>,
+    size: (usize, usize),
+    /// Frames in a row with motion.
+    streak: u32,
+    /// Since when it moves (capture time), once started.
+    moving_since: Option<i64>,
+    /// Last capture time with motion.
+    last_motion: i64,
+    /// Since when most of the image differs from the scene.
+    changed_since: Option<i64>,
+    pub recalibrations: u64,
+}
+
+impl Motion {
+    pub fn frame(&mut self, cfg: &MotionConfig, image: &Grey, t: i64) -> MotionOut {
+        let mut out = MotionOut::default();
+        let Some((small, w, h)) = reduce(image) else { return out };
+        if self.size != (w, h) || self.average.len() != small.len() {
+            self.learn(&small, (w, h));
+            return out;
+        }
+        let moved: Vec<bool> =
+            small.iter().zip(&self.average).map(|(&p, &a)| (p - a).abs() > f32::from(cfg.threshold)).collect();
+        let share = moved.iter().filter(|&&m| m).count() as f32 / moved.len() as f32;
+        if share >= cfg.global {
+            // Light, or a new scene: which, with the brightness taken out.
+            let (mp, ma) = (mean(&small), mean(&self.average));
+            let structural = small
+                .iter()
+                .zip(&self.average)
+                .filter(|(p, a)| ((*p - mp) - (*a - ma)).abs() > f32::from(cfg.threshold))
+                .count() as f32
+                / small.len() as f32;
+            if structural < cfg.global / 2.0 {
+                self.learn(&small, (w, h));
+                self.recalibrations += 1;
+                self.changed_since = None;
+                out.recalibrated = true;
+                return self.quiet(cfg, t, out);
+            }
+            let since = *self.changed_since.get_or_insert(t);
+            if (t - since) as f64 / 1e6 >= f64::from(cfg.tamper_s) {
+                self.learn(&small, (w, h));
+                self.changed_since = None;
+                out.tamper = true;
+            }
+            return self.quiet(cfg, t, out);
+        }
+        self.changed_since = None;
+        for (a, &p) in self.average.iter_mut().zip(&small) {
+            *a += cfg.alpha * (p - *a);
+        }
+        let (moving, region) = blobs(&dilate(&moved, w, h), w, h, cfg.min_area);
+        out.score = moving as f32 / moved.len() as f32;
+        let Some([x1, y1, x2, y2]) = region else { return self.quiet(cfg, t, out) };
+        let (sx, sy) = (image.width as f32 / w as f32, image.height as f32 / h as f32);
+        out.region = Some([x1 as f32 * sx, y1 as f32 * sy, (x2 + 1) as f32 * sx, (y2 + 1) as f32 * sy]);
+        self.streak += 1;
+        self.last_motion = t;
+        if self.moving_since.is_none() && self.streak >= cfg.start_frames {
+            self.moving_since = Some(t);
+            out.started = true;
+        }
+        out
+    }
+
+    /// A frame without motion: motion ends after `end_s` of them.
+    fn quiet(&mut self, cfg: &MotionConfig, t: i64, mut out: MotionOut) -> MotionOut {
+        self.streak = 0;
+        if let Some(since) = self.moving_since
+            && (t - self.last_motion) as f64 / 1e6 >= f64::from(cfg.end_s)
+        {
+            self.moving_since = None;
+            out.ended = Some((self.last_motion - since) as f64 / 1e6);
+        }
+        out
+    }
+
+    fn learn(&mut self, small: &[f32], size: (usize, usize)) {
+        self.average = small.to_vec();
+        self.size = size;
+    }
+}
+
+fn mean(v: &[f32]) -> f32 {
+    v.iter().sum::<f32>() / v.len().max(1) as f32
+}
+
+/// The image box-averaged to about `WORK_WIDTH` wide, then blurred (3 × 3).
+fn reduce(image: &Grey) -> Option<(Vec<f32>, usize, usize)> {
+    let (iw, ih) = (image.width, image.height);
+    if iw == 0 || ih == 0 || image.pixels.len() < iw * ih {
+        return None;
+    }
+    let k = iw.div_ceil(WORK_WIDTH).max(1);
+    let (w, h) = (iw / k, ih / k);
+    if w < 3 || h < 3 {
+        return None;
+    }
+    let mut small = vec![0f32; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let mut sum = 0u32;
+            for dy in 0..k {
+                let row = &image.pixels[(y * k + dy) * iw + x * k..][..k];
+                sum += row.iter().map(|&p| u32::from(p)).sum::<u32>();
+            }
+            small[y * w + x] = sum as f32 / (k * k) as f32;
+        }
+    }
+    let mut blurred = small.clone();
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            let mut s = 0.0;
+            for dy in 0..3 {
+                for dx in 0..3 {
+                    s += small[(y + dy - 1) * w + x + dx - 1];
+                }
+            }
+            blurred[y * w + x] = s / 9.0;
+        }
+    }
+    Some((blurred, w, h))
+}
+
+/// Moving pixels grown by one in every direction: a moving object's
+/// broken outline joins into one blob.
+fn dilate(m: &[bool], w: usize, h: usize) -> Vec<bool> {
+    let mut out = m.to_vec();
+    for y in 0..h {
+        for x in 0..w {
+            if m[y * w + x] {
+                for ny in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+                    for nx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                        out[ny * w + nx] = true;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Connected blobs (4-neighbour) of at least `min_area` of the image: the
+/// pixels in them, and the box around them all.
+fn blobs(m: &[bool], w: usize, h: usize, min_area: f32) -> (usize, Option<[usize; 4]>) {
+    let least = ((min_area * (w * h) as f32).ceil() as usize).max(1);
+    let mut seen = vec![false; m.len()];
+    let (mut total, mut region): (usize, Option<[usize; 4]>) = (0, None);
+    let mut stack = Vec::new();
+    for start in 0..m.len() {
+        if !m[start] || seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        stack.push(start);
+        let (mut n, mut b) = (0, [w, h, 0, 0]);
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % w, i / w);
+            n += 1;
+            b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
+            let mut push = |j: usize| {
+                if m[j] && !seen[j] {
+                    seen[j] = true;
+                    stack.push(j);
+                }
+            };
+            if x > 0 {
+                push(i - 1);
+            }
+            if x + 1 < w {
+                push(i + 1);
+            }
+            if y > 0 {
+                push(i - w);
+            }
+            if y + 1 < h {
+                push(i + w);
+            }
+        }
+        if n >= least {
+            total += n;
+            region = Some(region.map_or(b, |r| [r[0].min(b[0]), r[1].min(b[1]), r[2].max(b[2]), r[3].max(b[3])]));
+        }
+    }
+    (total, region)
+}
+
+#[cfg(test)]
+mod tests;
