@@ -253,22 +253,29 @@ pub async fn range(
 pub struct EventQuery {
     camera: Option<String>,
     class: Option<String>,
+    /// A rule of `vigil process` (a zone or line): its events instead of
+    /// object events.
+    rule: Option<String>,
     from: Option<i64>,
     to: Option<i64>,
     limit: Option<usize>,
 }
 
-/// Whether an event is an object event the query asks for.
+/// Whether an event is one the query asks for: an object event, or with
+/// `rule`, an event of that rule.
 fn wanted(e: &Event, q: &EventQuery, from: i64, to: i64) -> bool {
-    let Some(o) = &e.object else { return false };
-    matches!(e.kind.as_str(), "object-appeared" | "object-left")
-        && (from..=to).contains(&e.time_us)
+    let class = match (q.rule.as_deref().filter(|r| !r.is_empty()), &e.object, &e.rule) {
+        (None, Some(o), _) if matches!(e.kind.as_str(), "object-appeared" | "object-left") => &o.class,
+        (Some(name), _, Some(r)) if r.rule == name => &r.class,
+        _ => return false,
+    };
+    (from..=to).contains(&e.time_us)
         && q.camera.as_ref().is_none_or(|c| e.camera.as_ref() == Some(c))
-        && q.class.as_ref().is_none_or(|c| c.is_empty() || &o.class == c)
+        && q.class.as_ref().is_none_or(|c| c.is_empty() || class == c)
 }
 
-/// `GET /api/events?camera=&class=&from=&to=&limit=`: object events, newest
-/// first, each once, only of cameras the user may see.
+/// `GET /api/events?camera=&class=&rule=&from=&to=&limit=`: object events
+/// (or a rule's), newest first, each once, only of cameras the user may see.
 pub async fn events(
     State(app): State<App>,
     user: User,
@@ -357,6 +364,7 @@ mod tests {
         let q = |camera: Option<&str>, class: Option<&str>| EventQuery {
             camera: camera.map(Into::into),
             class: class.map(Into::into),
+            rule: None,
             from: None,
             to: None,
             limit: None,
@@ -376,5 +384,23 @@ mod tests {
         let mut paused = Event::new("archive-paused", Some("a"), "archive", "disk full");
         paused.time_us = 50;
         assert!(!wanted(&paused, &q(None, None), 0, 100), "not an object event");
+        // A rule's events only when asked for, by its name.
+        let mut crossed = Event::new("line-crossed", Some("a"), "process", "person line-crossed gate");
+        crossed.time_us = 50;
+        crossed.rule = Some(schema::RuleHit {
+            rule: "gate".into(),
+            object_id: Some("a/1/0".into()),
+            class: "person".into(),
+            seq: 1,
+            bbox: None,
+            direction: Some("left-to-right".into()),
+            inside: None,
+        });
+        let by_rule = |rule: &str, class: Option<&str>| EventQuery { rule: Some(rule.into()), ..q(None, class) };
+        assert!(!wanted(&crossed, &q(None, None), 0, 100), "rule events are asked for by rule");
+        assert!(wanted(&crossed, &by_rule("gate", Some("person")), 0, 100));
+        assert!(!wanted(&crossed, &by_rule("gate", Some("car")), 0, 100));
+        assert!(!wanted(&crossed, &by_rule("porch", None), 0, 100));
+        assert!(!wanted(&dog, &by_rule("gate", None), 0, 100), "no object events for a rule");
     }
 }
