@@ -4,7 +4,7 @@
 
 use crate::geometry::Point;
 use crate::rules::{Rules, applies};
-use crate::window::{Closed, Windows};
+use crate::window::{Closed, Windows, slot};
 use schema::Detections;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -59,7 +59,7 @@ struct Object {
     /// By zone name.
     zones: BTreeMap<String, Membership>,
     /// By line name: the last point clearly on one side, and the side.
-    lines: BTreeMap<String, (Point, bool)>,
+    lines: BTreeMap<String, Option<(Point, bool)>>,
 }
 
 /// What the processor keeps of one camera (checkpointed).
@@ -92,14 +92,14 @@ impl Camera {
         self.forget(rules, t, &mut hits);
         for o in &d.objects {
             let Some(id) = &o.object_id else { continue };
-            let obj = self.objects.entry(id.clone()).or_default();
+            let obj = slot(&mut self.objects, id);
             obj.class.clone_from(&o.class);
             obj.seen_us = t;
             obj.seq = d.seq;
             obj.bbox = o.bbox;
             let foot = Point::foot(o.bbox);
             for z in rules.zones.iter().filter(|z| applies(&z.classes, &o.class)) {
-                let m = obj.zones.entry(z.name.clone()).or_default();
+                let m = slot(&mut obj.zones, &z.name);
                 let hit = |kind| Hit {
                     kind,
                     rule: z.name.clone(),
@@ -148,7 +148,7 @@ impl Camera {
                     continue; // on the line: which side is not clear yet
                 }
                 let right = side > 0.0;
-                let before = obj.lines.insert(l.name.clone(), (foot, right));
+                let before = slot(&mut obj.lines, &l.name).replace((foot, right));
                 if let Some((from, was_right)) = before
                     && was_right != right
                     && l.segment.crossed_by(from, foot)

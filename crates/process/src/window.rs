@@ -52,6 +52,15 @@ pub struct Windows {
     newest: Option<i64>,
 }
 
+/// The value at `key`, made (default) if missing: a key is allocated
+/// only the first time, not on every frame.
+pub(crate) fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 /// The start of the window holding `t`.
 pub fn window_of(t: i64) -> i64 {
     t.div_euclid(WINDOW_US) * WINDOW_US
@@ -73,7 +82,7 @@ impl Windows {
     /// `frame` admitted).
     pub fn tally(&mut self, t: i64, rule: &str, class: &str) -> &mut Tally {
         let open = self.open.entry(window_of(t)).or_default();
-        open.tallies.entry(rule.to_string()).or_default().entry(class.to_string()).or_default()
+        slot(slot(&mut open.tallies, rule), class)
     }
 
     /// Closes the windows that ended `lateness_us` or more before the
