@@ -89,6 +89,7 @@ fn frame(c: u32, seq: u64) -> schema::Detections {
         width: 640,
         height: 360,
         objects,
+        motion: None,
     }
 }
 

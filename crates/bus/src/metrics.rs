@@ -32,6 +32,7 @@ impl MetricConstructor<PHistogram> for Buckets {
 
 enum Fam {
     Counter(Family<Labels, PCounter>),
+    Seconds(Family<Labels, PCounter<f64, AtomicU64>>),
     Gauge(Family<Labels, PGauge<f64, AtomicU64>>),
     Histogram(Family<Labels, PHistogram, Buckets>),
 }
@@ -58,6 +59,20 @@ impl Counter {
         self.0.inc_by(n);
     }
     pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// Seconds spent, summed (a hot path's time, per camera): a counter of
+/// fractional seconds.
+#[derive(Clone, Default)]
+pub struct Seconds(PCounter<f64, AtomicU64>);
+
+impl Seconds {
+    pub fn add(&self, d: std::time::Duration) {
+        self.0.inc_by(d.as_secs_f64());
+    }
+    pub fn get(&self) -> f64 {
         self.0.get()
     }
 }
@@ -101,6 +116,15 @@ impl Metrics {
         match fam {
             Fam::Counter(f) => Counter(f.get_or_create(&labels(l)).clone()),
             _ => Counter::default(), // a name used as two kinds: a bug, kept harmless
+        }
+    }
+
+    /// A counter of seconds; its name ends in `_seconds_total`.
+    pub fn seconds(&self, name: &str, help: &str, l: &[(&str, &str)]) -> Seconds {
+        let mut inner = self.lock();
+        match inner.family(name, help, || Fam::Seconds(Family::default())) {
+            Fam::Seconds(f) => Seconds(f.get_or_create(&labels(l)).clone()),
+            _ => Seconds::default(),
         }
     }
 
@@ -179,6 +203,7 @@ impl Inner {
             let help = help.trim_end_matches('.').to_string();
             match &fam {
                 Fam::Counter(f) => self.registry.register(name.trim_end_matches("_total"), help, f.clone()),
+                Fam::Seconds(f) => self.registry.register(name.trim_end_matches("_total"), help, f.clone()),
                 Fam::Gauge(f) => self.registry.register(name, help, f.clone()),
                 Fam::Histogram(f) => self.registry.register(name, help, f.clone()),
             }
@@ -209,6 +234,10 @@ mod tests {
         assert!(text.contains("vigil_test_latency_seconds_bucket{le=\"0.1\",camera=\"x\"} 1"), "{text}");
         assert!(text.contains("vigil_test_latency_seconds_count{camera=\"x\"} 2"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+        let spent = m.seconds("vigil_test_decode_seconds_total", "Decoding.", &[("camera", "x")]);
+        spent.add(std::time::Duration::from_millis(1500));
+        let text = m.render();
+        assert!(text.contains("vigil_test_decode_seconds_total{camera=\"x\"} 1.5"), "{text}");
         assert_eq!(c.get(), 4);
     }
 }

@@ -13,12 +13,25 @@ use media::{Codec, Frame};
 use openh264::decoder::Decoder as H264;
 use openh264::formats::YUVSource;
 
-/// A decoded picture: packed RGB8, row by row.
+/// A decoded picture: packed RGB8, row by row, and its grey (luma)
+/// image for motion, width × height bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Picture {
     pub width: u32,
     pub height: u32,
     pub rgb: Vec<u8>,
+    pub grey: Vec<u8>,
+}
+
+impl Picture {
+    /// From RGB alone: grey is its luma (BT.601).
+    pub fn from_rgb(width: u32, height: u32, rgb: Vec<u8>) -> Self {
+        let grey = rgb
+            .chunks_exact(3)
+            .map(|p| ((77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2])) >> 8) as u8)
+            .collect();
+        Picture { width, height, rgb, grey }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +106,9 @@ impl Decoder {
         let (w, h) = yuv.dimensions();
         let mut rgb = vec![0; w * h * 3];
         yuv.write_rgb8(&mut rgb);
-        Ok(Some(Picture { width: w as u32, height: h as u32, rgb }))
+        let stride = yuv.strides().0;
+        let grey = yuv.y().chunks(stride).take(h).flat_map(|row| &row[..w]).copied().collect();
+        Ok(Some(Picture { width: w as u32, height: h as u32, rgb, grey }))
     }
 }
 
@@ -116,7 +131,7 @@ pub fn jpeg(data: &[u8]) -> Result<Picture, DecodeError> {
     if rgb.len() != (w * h * 3) as usize {
         return Err(broken(format!("{} bytes for {w}x{h} RGB", rgb.len())));
     }
-    Ok(Picture { width: w, height: h, rgb })
+    Ok(Picture::from_rgb(w, h, rgb))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! whatever it publishes again is identical to what was published before
 //! (consumers drop the copies).
 
+use crate::gate::GateState;
 use crate::track::Tracker;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -26,6 +27,9 @@ pub struct CameraState {
     /// The sampling bucket of the last analysed frame (per-second mode).
     pub last_bucket: Option<i64>,
     pub tracker: Tracker,
+    /// The motion check and the last analysed frame's objects.
+    #[serde(default)]
+    pub gate: GateState,
 }
 
 #[cfg(test)]
@@ -57,7 +61,12 @@ mod tests {
         let state = PartitionState {
             cameras: [(
                 "cam".to_string(),
-                CameraState { done_seq: Some(24), last_bucket: Some(5), tracker: live.clone() },
+                CameraState {
+                    done_seq: Some(24),
+                    last_bucket: Some(5),
+                    tracker: live.clone(),
+                    gate: GateState::default(),
+                },
             )]
             .into(),
         };

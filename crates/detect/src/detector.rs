@@ -10,14 +10,16 @@
 //! the offset to read again: the start of the oldest GOP still decoded.
 
 use crate::checkpoint::{CameraState, PartitionState};
+use crate::gate::{MotionSettings, mask_for};
 use crate::model::{ImageRef, Model, ModelOptions, class_name};
+use crate::motion::Mask;
 use crate::track::{FrameRef, ObjectSummary, Tracker, TrackerConfig};
 use bus::events::{BestFrame, Event, ObjectInfo};
-use bus::metrics::{Counter, Histogram, Metrics};
+use bus::metrics::{Counter, Histogram, Metrics, Seconds};
 use bus::{Delivered, FrameReader, topics};
 use codec::{DecodeError, Decoder, Picture};
 use media::Stream;
-use schema::{Detections, Object, SourceFrame, record_id};
+use schema::{Detections, FrameMotion, Object, SourceFrame, record_id};
 use stage::Output;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -49,6 +51,8 @@ pub struct DetectConfig {
     /// This process in the detectors' group, stable across restarts (the
     /// transactional id's last part): host and data directory.
     pub member: String,
+    /// The motion check on sampled frames, and the gate.
+    pub motion: MotionSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +99,11 @@ struct Camera {
     last_seen: Instant,
     /// Logged once: why this camera's frames are not analysed.
     refused: bool,
+    /// The motion mask, for the size of the camera's pictures.
+    mask: Option<Mask>,
+    /// Time spent decoding and checking motion, per camera.
+    decode_seconds: Seconds,
+    motion_seconds: Seconds,
 }
 
 /// A frame to analyse and what the record needs about it.
@@ -104,17 +113,22 @@ pub(crate) struct Job {
     capture_us: i64,
     source: SourceFrame,
     picture: Picture,
+    motion: Option<FrameMotion>,
+    /// Nothing moved: the model skips it, the record holds the last
+    /// analysed frame's objects.
+    still: bool,
 }
 
 struct Counters {
     analysed: Counter,
     objects: Counter,
     undecodable: Counter,
+    still: Counter,
     batch_seconds: Histogram,
 }
 
 pub struct Detector {
-    cfg: DetectConfig,
+    pub(crate) cfg: DetectConfig,
     model: Model,
     model_id: String,
     cameras: BTreeMap<String, Camera>,
@@ -134,6 +148,7 @@ pub struct Detector {
     pub(crate) analyse_from_us: Option<i64>,
     /// Frames taken for analysis since it was built.
     pub(crate) taken: u64,
+    metrics: Metrics,
 }
 
 impl Detector {
@@ -147,6 +162,11 @@ impl Detector {
             undecodable: metrics.counter(
                 "vigil_detect_undecodable_frames_total",
                 "Frames that could not be decoded (broken, or a codec without a decoder).",
+                &labels,
+            ),
+            still: metrics.counter(
+                "vigil_detect_frames_still_total",
+                "Sampled frames the model skipped: nothing had moved on the camera for the gate's hold time.",
                 &labels,
             ),
             batch_seconds: metrics.histogram(
@@ -169,6 +189,7 @@ impl Detector {
             source_topic: topics::FRAMES,
             analyse_from_us: None,
             taken: 0,
+            metrics: metrics.clone(),
         })
     }
 
@@ -196,6 +217,7 @@ impl Detector {
             return None;
         }
         let resumed = &self.resumed;
+        let metrics = &self.metrics;
         let cam = self.cameras.entry(meta.camera.clone()).or_insert_with(|| Camera {
             decoder: Decoder::new(),
             state: match resumed.get(&d_partition).and_then(|s| s.cameras.get(&meta.camera)) {
@@ -208,12 +230,24 @@ impl Detector {
                     done_seq: None,
                     last_bucket: None,
                     tracker: Tracker::new(&meta.camera, self.cfg.tracker),
+                    gate: Default::default(),
                 },
             },
             partition: d_partition,
             gop_resume: None,
             last_seen: Instant::now(),
             refused: false,
+            mask: None,
+            decode_seconds: metrics.seconds(
+                "vigil_detect_decode_seconds_total",
+                "Seconds spent decoding the camera's frames.",
+                &[("camera", &meta.camera)],
+            ),
+            motion_seconds: metrics.seconds(
+                "vigil_motion_seconds_total",
+                "Seconds spent on the camera's motion check.",
+                &[("camera", &meta.camera)],
+            ),
         });
         cam.partition = d_partition;
         cam.last_seen = Instant::now();
@@ -238,7 +272,10 @@ impl Detector {
         if self.cfg.sampling == Sampling::KeyFrames && !meta.key {
             return None;
         }
-        let picture = match cam.decoder.decode(frame, wanted) {
+        let started = Instant::now();
+        let decoded = cam.decoder.decode(frame, wanted);
+        cam.decode_seconds.add(started.elapsed());
+        let picture = match decoded {
             Ok(p) => p,
             Err(e) => {
                 self.counters.undecodable.inc();
@@ -252,7 +289,26 @@ impl Detector {
         if wanted {
             cam.state.last_bucket = Some(bucket);
         }
-        Some(Job { camera: meta.camera.clone(), seq: meta.seq, capture_us: meta.capture_us, source, picture })
+        let (mut motion, mut still) = (None, false);
+        if self.cfg.motion.enabled {
+            let started = Instant::now();
+            let size = (picture.width as usize, picture.height as usize);
+            if cam.mask.as_ref().is_none_or(|m| m.source != size) {
+                cam.mask = mask_for(&self.cfg.motion, &meta.camera, size);
+            }
+            let (m, skip) = cam.state.gate.check(&self.cfg.motion, &mut cam.mask, &picture, meta.capture_us);
+            cam.motion_seconds.add(started.elapsed());
+            (motion, still) = (Some(m), skip);
+        }
+        Some(Job {
+            camera: meta.camera.clone(),
+            seq: meta.seq,
+            capture_us: meta.capture_us,
+            source,
+            picture,
+            motion,
+            still,
+        })
     }
 
     /// Runs the model over the batch, tracks, publishes.
@@ -262,8 +318,11 @@ impl Detector {
             return Ok(());
         }
         let started = Instant::now();
-        let images: Vec<ImageRef> =
-            jobs.iter().map(|j| ImageRef::new(j.picture.width, j.picture.height, &j.picture.rgb)).collect();
+        let images: Vec<ImageRef> = jobs
+            .iter()
+            .filter(|j| !j.still)
+            .map(|j| ImageRef::new(j.picture.width, j.picture.height, &j.picture.rgb))
+            .collect();
         let results = match self.model.detect(&images) {
             Ok(r) => r,
             Err(e) => {
@@ -274,8 +333,17 @@ impl Detector {
                 return Ok(());
             }
         };
-        self.counters.batch_seconds.observe(started.elapsed().as_secs_f64());
-        for (job, dets) in jobs.iter().zip(results) {
+        if !images.is_empty() {
+            self.counters.batch_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        let mut results = results.into_iter();
+        for job in &jobs {
+            if job.still {
+                self.counters.still.inc();
+                self.publish_still(job, out).await?;
+                continue;
+            }
+            let dets = results.next().expect("a result per analysed image");
             self.counters.analysed.inc();
             self.counters.objects.add(dets.len() as u64);
             let cam = self.cameras.get_mut(&job.camera).expect("camera of a job");
@@ -285,20 +353,11 @@ impl Detector {
             for t in &update.tracks {
                 ids[t.detection] = Some(t.object_id.clone());
             }
-            let objects = dets.iter().zip(ids).map(|(d, id)| object(d, id)).collect();
-            let record = Detections {
-                id: record_id(&job.camera, job.seq, &self.model_id),
-                camera: job.camera.clone(),
-                seq: job.seq,
-                capture_us: job.capture_us,
-                model: self.model_id.clone(),
-                source: job.source.clone(),
-                width: job.picture.width,
-                height: job.picture.height,
-                objects,
-            };
-            let payload = serde_json::to_vec(&record).expect("records serialise");
-            out.send(&self.cfg.output_topic, &job.camera, &record.id, &payload).await?;
+            let objects: Vec<Object> = dets.iter().zip(ids).map(|(d, id)| object(d, id)).collect();
+            if self.cfg.motion.enabled {
+                cam.state.gate.held = Some((job.seq, objects.clone()));
+            }
+            self.publish_record(job, objects, job.motion.clone(), out).await?;
             if !self.publish_events {
                 continue;
             }
@@ -318,6 +377,39 @@ impl Detector {
                 .await?;
             }
         }
+        Ok(())
+    }
+
+    /// The record of a frame the model skipped: the last analysed
+    /// frame's objects, as they were.
+    async fn publish_still(&self, job: &Job, out: &mut Output) -> Result<(), Error> {
+        let cam = self.cameras.get(&job.camera).expect("camera of a job");
+        let (from, objects) = cam.state.gate.held.clone().unwrap_or_default();
+        let motion = job.motion.clone().map(|m| FrameMotion { held_from: Some(from), ..m });
+        self.publish_record(job, objects, motion, out).await
+    }
+
+    async fn publish_record(
+        &self,
+        job: &Job,
+        objects: Vec<Object>,
+        motion: Option<FrameMotion>,
+        out: &mut Output,
+    ) -> Result<(), Error> {
+        let record = Detections {
+            id: record_id(&job.camera, job.seq, &self.model_id),
+            camera: job.camera.clone(),
+            seq: job.seq,
+            capture_us: job.capture_us,
+            model: self.model_id.clone(),
+            source: job.source.clone(),
+            width: job.picture.width,
+            height: job.picture.height,
+            objects,
+            motion,
+        };
+        let payload = serde_json::to_vec(&record).expect("records serialise");
+        out.send(&self.cfg.output_topic, &job.camera, &record.id, &payload).await?;
         Ok(())
     }
 }

@@ -11,8 +11,10 @@
 
 pub mod checkpoint;
 pub mod detector;
+pub mod gate;
 pub mod model;
 pub mod mot;
+pub mod motion;
 pub mod reanalyse;
 pub mod track;
 

@@ -45,6 +45,8 @@ impl Detector {
             names.retain(|n| cameras.contains(n));
         }
         self.publish_events = false;
+        // Every frame of the range is analysed: no motion check, no gate.
+        self.cfg.motion.enabled = false;
         self.source_topic = "archive";
         self.analyse_from_us = Some(from_us);
         let cameras = names.len();

@@ -3,7 +3,7 @@
 //! rule events and, as minutes close, counts.
 
 use crate::geometry::Point;
-use crate::rules::{Rules, applies};
+use crate::rules::{MOTION, Rules, applies};
 use crate::window::{Closed, Windows, slot};
 use schema::Detections;
 use serde::{Deserialize, Serialize};
@@ -17,11 +17,16 @@ pub const FORGET_US: i64 = 5_000_000;
 /// cross it again and again.
 const LINE_MARGIN: f64 = 0.1;
 
+/// Between two frames with motion on, at most this counts as motion (a
+/// gap in the input is not seconds of motion).
+const MOTION_GAP_US: i64 = 2_000_000;
+
 /// What happened, by a rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hit {
     /// `zone-entered`, `zone-left`, `zone-loitering`, `zone-occupancy`,
-    /// `line-crossed`.
+    /// `line-crossed`; `motion-started`, `motion-ended`, `tamper` (rule
+    /// `motion`, class `any`).
     pub kind: &'static str,
     pub rule: String,
     /// The object, for every kind but `zone-occupancy`.
@@ -71,6 +76,12 @@ pub struct Camera {
     windows: Windows,
     /// The last frame taken: an older or equal seq is a replay.
     last_seq: Option<u64>,
+    /// Since when motion is on (capture time).
+    #[serde(default)]
+    moving_since: Option<i64>,
+    /// The last frame with motion on.
+    #[serde(default)]
+    moved_at: Option<i64>,
     /// Frames refused as late since the start.
     pub late: u64,
 }
@@ -90,6 +101,7 @@ impl Camera {
             return (hits, Vec::new());
         }
         self.forget(rules, t, &mut hits);
+        self.motion(d, &mut hits);
         for o in &d.objects {
             let Some(id) = &o.object_id else { continue };
             let obj = slot(&mut self.objects, id);
@@ -177,6 +189,46 @@ impl Camera {
         }
         self.occupancy(rules, d.seq, t, &mut hits);
         (hits, self.windows.close(lateness_us))
+    }
+
+    /// The detector's motion flags as events, and seconds of motion in
+    /// the minute's `motion` row.
+    fn motion(&mut self, d: &Detections, hits: &mut Vec<Hit>) {
+        let Some(m) = &d.motion else { return };
+        let t = d.capture_us;
+        let hit = |kind, detail: String| Hit {
+            kind,
+            rule: MOTION.into(),
+            object_id: None,
+            class: "any".into(),
+            seq: d.seq,
+            time_us: t,
+            bbox: m.region,
+            detail,
+            inside: None,
+        };
+        let tally = self.windows.tally(t, MOTION, "any");
+        if m.moving
+            && let Some(before) = self.moved_at
+        {
+            tally.motion_s += (t - before).clamp(0, MOTION_GAP_US) as f64 / 1e6;
+        }
+        match (self.moving_since, m.moving) {
+            (None, true) => {
+                self.moving_since = Some(t);
+                hits.push(hit("motion-started", format!("in {:.0} % of the image", m.score * 100.0)));
+            }
+            (Some(since), false) => {
+                self.moving_since = None;
+                let lasted = self.moved_at.unwrap_or(since) - since;
+                hits.push(hit("motion-ended", format!("after {:.1} s", lasted as f64 / 1e6)));
+            }
+            _ => {}
+        }
+        self.moved_at = m.moving.then_some(t);
+        if m.tamper {
+            hits.push(hit("tamper", "the scene changed and stayed changed".into()));
+        }
     }
 
     /// Objects unseen since `FORGET_US` before `t` are gone: out of every

@@ -4,8 +4,6 @@
 //! - `geometry`: points, polygons, directed segments;
 //! - `rules`: zones and lines as declared in config, checked;
 //! - `window`: per-minute counts by capture time, late records counted;
-//! - `motion`: motion, changes of light and tamper on small grey images, a
-//!   pure state machine (not yet fed by a stage);
 //! - `camera`: one camera's rules over its tracks, a pure state machine
 //!   (zones entered and left, loitering, occupancy, lines crossed, counts);
 //! - `read`: counts read back, copies dropped;
@@ -14,7 +12,6 @@
 
 pub mod camera;
 pub mod geometry;
-pub mod motion;
 pub mod read;
 pub mod rules;
 pub mod stage;

@@ -4,6 +4,9 @@
 use crate::geometry::{Point, Polygon, Segment};
 use serde::{Deserialize, Serialize};
 
+/// The rule name of motion events and counts: no zone or line may take it.
+pub const MOTION: &str = "motion";
+
 /// A polygon on the ground: objects (by the bottom centre of their box)
 /// enter and leave it, may loiter in it, and may crowd it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,6 +116,9 @@ impl Rules {
             && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !ok {
             return Err(format!("{what}: name it with 1-64 of A-Z a-z 0-9 - _ ."));
+        }
+        if name == MOTION {
+            return Err(format!("{what}: `{MOTION}` names the camera's motion events and counts"));
         }
         if self.zones.iter().any(|z| z.name == name) || self.lines.iter().any(|l| l.name == name) {
             return Err(format!("{what}: another rule of the camera has that name"));

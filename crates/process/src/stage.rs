@@ -1,6 +1,6 @@
 //! The processor, a stage on the shared runtime (`crates/stage`):
-//! `vigil.detections` → each camera's rules (`camera`) → rule events on
-//! `vigil.events` and per-minute counts on `vigil.counts`.
+//! `vigil.detections` → each camera's rules (`camera`) → rule and motion
+//! events on `vigil.events` and per-minute counts on `vigil.counts`.
 //!
 //! Detections are keyed by camera, so one processor of the group holds a
 //! camera's state; it is checkpointed per input partition with the
@@ -11,7 +11,7 @@
 //! consumers drop by id.
 
 use crate::camera::{Camera, Hit};
-use crate::rules::Rules;
+use crate::rules::{MOTION, Rules};
 use crate::window::{Closed, WINDOW_US};
 use bus::Record;
 use bus::metrics::{Counter, Metrics};
@@ -77,6 +77,7 @@ impl Processor {
         let who = h.object_id.clone().unwrap_or_else(|| h.class.clone());
         let id = format!("{camera}/{}/{}/{who}/{}", h.rule, h.kind, h.seq);
         let detail = match h.kind {
+            _ if h.rule == MOTION => format!("{} ({})", h.kind.replace('-', " "), h.detail),
             "zone-occupancy" => format!("{}: {} {} ({})", h.rule, h.inside.unwrap_or(0), h.class, h.detail),
             _ if h.detail.is_empty() => format!("{} {} {}", h.class, h.kind.replace('-', " "), h.rule),
             _ => format!("{} {} {} ({})", h.class, h.kind.replace('-', " "), h.rule, h.detail),
@@ -122,6 +123,7 @@ impl Processor {
             occupancy_peak: c.tally.occupancy_peak,
             occupancy_mean: if c.frames == 0 { 0.0 } else { c.tally.occupancy_sum as f64 / c.frames as f64 },
             frames: c.frames,
+            motion_s: c.tally.motion_s,
         };
         let payload = serde_json::to_vec(&count).expect("counts serialise");
         out.send(bus::topics::COUNTS, camera, &count.id, &payload).await
@@ -151,7 +153,13 @@ impl stage::Stage for Processor {
             }
         };
         self.frames.inc();
-        let Some(rules) = self.cfg.rules.get(&d.camera) else { return Ok(()) };
+        // A camera without rules still has its motion events and counts.
+        let none = Rules::default();
+        let rules = match self.cfg.rules.get(&d.camera) {
+            Some(rules) => rules,
+            None if d.motion.is_some() => &none,
+            None => return Ok(()),
+        };
         let lateness = i64::try_from(self.cfg.lateness.as_micros()).unwrap_or(i64::MAX);
         let camera = self.partitions.entry(r.partition).or_default().cameras.entry(d.camera.clone()).or_default();
         let late = camera.late;

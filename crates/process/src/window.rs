@@ -22,6 +22,9 @@ pub struct Tally {
     /// Objects inside summed over the camera's frames of the window (the
     /// mean is this over those frames).
     pub occupancy_sum: u64,
+    /// Seconds with motion on (the camera's `motion` row).
+    #[serde(default)]
+    pub motion_s: f64,
 }
 
 /// A closed window's tally.

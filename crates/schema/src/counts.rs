@@ -29,4 +29,8 @@ pub struct Count {
     pub occupancy_mean: f64,
     /// The camera's analysed frames in the minute.
     pub frames: u64,
+    /// Seconds with motion on, in the camera's `motion` row (rule
+    /// `motion`, class `any`); 0 in the others.
+    #[serde(default)]
+    pub motion_s: f64,
 }

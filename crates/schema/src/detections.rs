@@ -25,6 +25,31 @@ pub struct Detections {
     pub width: u32,
     pub height: u32,
     pub objects: Vec<Object>,
+    /// Motion in the frame, as the detector's motion check saw it; absent
+    /// where none runs (whole-video jobs, re-analyses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub motion: Option<FrameMotion>,
+}
+
+/// Motion in one analysed frame.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FrameMotion {
+    /// The share of the image that moved, 0-1.
+    pub score: f32,
+    /// Around everything that moved, x1, y1, x2, y2 in source pixels.
+    #[serde(rename = "box", default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<[f32; 4]>,
+    /// Motion is on: it started (moved in a few sampled frames in a row)
+    /// and has not ended (still for a few seconds).
+    pub moving: bool,
+    /// The scene changed almost entirely and stayed changed (the camera
+    /// was moved, covered or sprayed): once, at the frame that settled it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tamper: bool,
+    /// The model did not run on this frame: nothing had moved for a
+    /// while. `objects` are those of this earlier analysed frame (seq).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_from: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ pub mod video;
 
 pub use cameras::CameraState;
 pub use counts::Count;
-pub use detections::{Detections, Object, SourceFrame, record_id};
+pub use detections::{Detections, FrameMotion, Object, SourceFrame, record_id};
 pub use events::{BestFrame, Event, ObjectInfo, RuleHit};
 pub use video::{VideoFrame, VideoObject, VideoResult, VideoSummary, frame_id, object_id};
 

@@ -41,6 +41,12 @@ fn detections() -> Detections {
             },
             Object { object_id: None, class: "person".into(), class_id: 0, score: 0.3, bbox: [5.0, 6.0, 7.0, 8.0] },
         ],
+        motion: Some(FrameMotion {
+            score: 0.04,
+            region: Some([1.0, 2.0, 7.0, 8.0]),
+            moving: true,
+            ..Default::default()
+        }),
     }
 }
 
@@ -86,6 +92,7 @@ fn counts_match_their_schema() {
         occupancy_peak: 0,
         occupancy_mean: 0.0,
         frames: 600,
+        motion_s: 0.0,
     };
     let s = schema("counts");
     let mut j = serde_json::to_value(&c).unwrap();

@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod motion;
+pub use motion::{MaskEntry, MotionSection};
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
@@ -43,6 +46,8 @@ pub struct File {
     pub jobs: JobsSection,
     #[serde(default)]
     pub process: ProcessSection,
+    #[serde(default)]
+    pub motion: MotionSection,
     #[serde(default)]
     pub cameras: Vec<CameraEntry>,
     #[serde(default)]
@@ -319,6 +324,7 @@ impl Settings {
         let jobs = jobs_config(&file.jobs, &detect, &data_dir)?;
         let known: Vec<&str> =
             file.cameras.iter().map(|c| c.id.as_str()).chain(cameras.iter().map(|c| c.id.as_str())).collect();
+        detect.motion = motion::settings(&file.motion, &known)?;
         let process = process_config(&file.process, &detect, &known)?;
         // Archivers may share a dir: the pid tells them apart.
         archive.member = format!("{}:pid{}", member_name(&data_dir), std::process::id());
@@ -334,7 +340,10 @@ impl Settings {
         kafka.check_properties().map_err(|e| anyhow!(e))?;
         kafka.max_message_bytes = max_message_bytes;
         kafka.replication_factor = file.replication_factor.unwrap_or(if brokers.is_some() { -1 } else { 1 });
+        let process_in_up =
+            file.process.enabled.unwrap_or(true) && (!process.rules.is_empty() || detect.motion.enabled);
         Ok(Settings {
+            process_in_up,
             data_dir,
             brokers,
             kafka,
@@ -350,7 +359,6 @@ impl Settings {
             detect_in_up: file.detect.enabled.unwrap_or(true),
             jobs,
             jobs_in_up: file.jobs.enabled.unwrap_or(true),
-            process_in_up: file.process.enabled.unwrap_or(true) && !process.rules.is_empty(),
             process,
         })
     }
@@ -547,6 +555,7 @@ fn detect_config(d: &DetectSection) -> Result<detect::DetectConfig> {
         checkpoint_interval: std::time::Duration::from_millis(interval),
         transactions: d.transactions.unwrap_or(false),
         member: String::new(),
+        motion: Default::default(),
     })
 }
 
@@ -598,7 +607,9 @@ mod tests {
         let ok = load(&zone("cam", "[[0, 0], [10, 0], [0, 10]]"), &["cam=synthetic:"]).unwrap();
         assert_eq!(ok.process.rules["cam"].zones[0].name, "porch");
         assert!(ok.process_in_up);
-        assert!(!load("", &["cam=synthetic:"]).unwrap().process_in_up, "no rules, no processor");
+        assert!(load("", &["cam=synthetic:"]).unwrap().process_in_up, "motion events");
+        let off = "[motion]\nenabled = false\n";
+        assert!(!load(off, &["cam=synthetic:"]).unwrap().process_in_up, "no rules, no motion: no processor");
         let line = "[[process.lines]]\ncamera = \"cam\"\nname = \"gate\"\nstart = [5, 5]\nend = [5, 5]\n";
         let cases = [
             (

@@ -74,6 +74,7 @@ fn frame(seq: u64) -> schema::Detections {
         width: 640,
         height: 360,
         objects,
+        motion: None,
     }
 }
 

@@ -351,6 +351,7 @@ mod tests {
                 score: 0.5,
                 bbox: [1.0, 2.0, 3.0, 4.0],
             }],
+            motion: None,
         };
         let text = serde_json::to_string(&Tagged { r#type: "detections", record: &r }).unwrap();
         assert!(text.starts_with(r#"{"type":"detections","id":"c/7/m","#), "{text}");

@@ -268,13 +268,13 @@ mod tests {
         // Left half black, right half white.
         let (w, h) = (320u32, 180u32);
         let rgb: Vec<u8> = (0..w * h).flat_map(|i| if i % w < w / 2 { [0, 0, 0] } else { [255, 255, 255] }).collect();
-        let p = Picture { width: w, height: h, rgb };
+        let p = Picture::from_rgb(w, h, rgb);
         let (tw, th, px) = thumb(&p, None);
         assert_eq!((tw, th, px.len()), (160, 90, 160 * 90 * 3));
         assert_eq!(&px[..3], &[0, 0, 0]);
         assert_eq!(&px[px.len() - 3..], &[255, 255, 255]);
         // Upscaling a tiny crop works too (every output pixel covers one).
-        let tiny = Picture { width: 4, height: 3, rgb: vec![9; 36] };
+        let tiny = Picture::from_rgb(4, 3, vec![9; 36]);
         let (tw, th, px) = thumb(&tiny, None);
         assert_eq!((tw, th), (160, 120));
         assert!(px.iter().all(|&v| v == 9));

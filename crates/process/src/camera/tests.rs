@@ -29,6 +29,7 @@ fn frame(seq: u64, objects: Vec<Object>) -> Detections {
         width: 640,
         height: 360,
         objects,
+        motion: None,
     }
 }
 
@@ -212,4 +213,54 @@ fn bad_rules_name_themselves() {
     assert!(r.add_line(&dot).unwrap_err().contains("line \"dot\" of camera \"cam\": start and end must be"));
     let bad = RuleSpec { points: vec![[0.0, 0.0], [9.0, 0.0], [0.0, 9.0]], ..spec("a b") };
     assert!(r.add_zone(&bad).unwrap_err().contains("name it with"));
+    let taken = RuleSpec { points: vec![[0.0, 0.0], [9.0, 0.0], [0.0, 9.0]], ..spec("motion") };
+    assert!(r.add_zone(&taken).unwrap_err().contains("`motion` names the camera's motion events"));
+}
+
+/// Frame `seq` with the detector's motion flags.
+fn moving(seq: u64, on: bool, tamper: bool) -> Detections {
+    let mut d = frame(seq, vec![]);
+    d.motion =
+        Some(schema::FrameMotion { score: if on { 0.05 } else { 0.0 }, moving: on, tamper, ..Default::default() });
+    d
+}
+
+#[test]
+fn motion_flags_become_events_and_seconds() {
+    // Frames 0.1 s apart: motion on for frames 10-29 (2 s), a tamper at 40.
+    let mut cam = Camera::default();
+    let none = Rules::default();
+    let mut hits = Vec::new();
+    for seq in 1..=50 {
+        let d = moving(seq, (10..30).contains(&seq), seq == 40);
+        hits.extend(
+            cam.frame(&none, &d, 5_000_000).0.into_iter().map(|h| format!("{} {} {}", h.kind, h.seq, h.detail)),
+        );
+        // A replay changes nothing.
+        assert!(cam.frame(&none, &d, 5_000_000).0.is_empty());
+    }
+    assert_eq!(
+        hits,
+        [
+            "motion-started 10 in 5 % of the image",
+            "motion-ended 30 after 1.9 s",
+            "tamper 40 the scene changed and stayed changed"
+        ]
+    );
+    let closed = cam.close_all();
+    assert_eq!(closed.len(), 1);
+    assert_eq!((closed[0].rule.as_str(), closed[0].class.as_str()), ("motion", "any"));
+    assert!((closed[0].tally.motion_s - 1.9).abs() < 1e-9, "{}", closed[0].tally.motion_s);
+}
+
+#[test]
+fn a_gap_in_motion_frames_is_not_motion() {
+    let mut cam = Camera::default();
+    let none = Rules::default();
+    for seq in [1, 2, 200, 201] {
+        cam.frame(&none, &moving(seq, true, false), 5_000_000);
+    }
+    let total: f64 = cam.close_all().iter().map(|c| c.tally.motion_s).sum();
+    // 0.1 + at most 2 (a 19.8 s gap) + 0.1.
+    assert!((total - 2.2).abs() < 1e-9, "{total}");
 }

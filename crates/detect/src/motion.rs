@@ -11,8 +11,14 @@
 //! reset to the new image (`recalibrated`); a change that stays large
 //! (the camera moved, was covered or sprayed) for `tamper_s` is a tamper
 //! alarm, once, and the scene is then learnt anew.
+//!
+//! The detector runs it on the frames it samples (`detector`): a camera
+//! with no motion for a while is not analysed. Its state is checkpointed
+//! with the tracker's, so the scene's average is kept in 8.8 fixed point
+//! (exactly what a checkpoint holds, about 38 KB a camera).
 
-use serde::{Deserialize, Serialize};
+use base64::Engine;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Working image width, pixels: small enough for tens of cameras a core.
 pub const WORK_WIDTH: usize = 160;
@@ -50,11 +56,19 @@ impl Default for MotionConfig {
     }
 }
 
-/// A grey image, row by row.
+/// A grey image, row by row, `stride` bytes from one row to the next.
 pub struct Grey<'a> {
     pub width: usize,
     pub height: usize,
+    pub stride: usize,
     pub pixels: &'a [u8],
+}
+
+impl<'a> Grey<'a> {
+    /// Rows without padding.
+    pub fn packed(width: usize, height: usize, pixels: &'a [u8]) -> Self {
+        Grey { width, height, stride: width, pixels }
+    }
 }
 
 /// What one frame gave.
@@ -77,8 +91,9 @@ pub struct MotionOut {
 /// One camera's motion state (checkpointed).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Motion {
-    /// The scene's running average, working size.
-    average: Vec<f32>,
+    /// The scene's running average, working size, in 1/256 grey levels.
+    #[serde(serialize_with = "to_base64", deserialize_with = "from_base64")]
+    average: Vec<u16>,
     size: (usize, usize),
     /// Frames in a row with motion.
     streak: u32,
@@ -86,33 +101,46 @@ pub struct Motion {
     moving_since: Option<i64>,
     /// Last capture time with motion.
     last_motion: i64,
+    /// Last capture time with motion or a new scene learnt.
+    #[serde(default)]
+    changed: i64,
     /// Since when most of the image differs from the scene.
     changed_since: Option<i64>,
     pub recalibrations: u64,
 }
 
 impl Motion {
-    pub fn frame(&mut self, cfg: &MotionConfig, image: &Grey, t: i64) -> MotionOut {
+    /// One frame at capture time `t`; changes inside `mask` are never motion.
+    pub fn frame(&mut self, cfg: &MotionConfig, image: &Grey, mask: Option<&mut Mask>, t: i64) -> MotionOut {
         let mut out = MotionOut::default();
         let Some((small, w, h)) = reduce(image) else { return out };
         if self.size != (w, h) || self.average.len() != small.len() {
-            self.learn(&small, (w, h));
+            self.learn(&small, (w, h), t);
             return out;
         }
-        let moved: Vec<bool> =
-            small.iter().zip(&self.average).map(|(&p, &a)| (p - a).abs() > f32::from(cfg.threshold)).collect();
+        let average: Vec<f32> = self.average.iter().map(|&a| f32::from(a) / 256.0).collect();
+        let ignored = mask.and_then(|m| {
+            m.prepare(w, h);
+            m.for_size(w, h)
+        });
+        let moved: Vec<bool> = small
+            .iter()
+            .zip(&average)
+            .enumerate()
+            .map(|(i, (&p, &a))| (p - a).abs() > f32::from(cfg.threshold) && !ignored.is_some_and(|m| m[i]))
+            .collect();
         let share = moved.iter().filter(|&&m| m).count() as f32 / moved.len() as f32;
         if share >= cfg.global {
             // Light, or a new scene: which, with the brightness taken out.
-            let (mp, ma) = (mean(&small), mean(&self.average));
+            let (mp, ma) = (mean(&small), mean(&average));
             let structural = small
                 .iter()
-                .zip(&self.average)
+                .zip(&average)
                 .filter(|(p, a)| ((*p - mp) - (*a - ma)).abs() > f32::from(cfg.threshold))
                 .count() as f32
                 / small.len() as f32;
             if structural < cfg.global / 2.0 {
-                self.learn(&small, (w, h));
+                self.learn(&small, (w, h), t);
                 self.recalibrations += 1;
                 self.changed_since = None;
                 out.recalibrated = true;
@@ -120,15 +148,15 @@ impl Motion {
             }
             let since = *self.changed_since.get_or_insert(t);
             if (t - since) as f64 / 1e6 >= f64::from(cfg.tamper_s) {
-                self.learn(&small, (w, h));
+                self.learn(&small, (w, h), t);
                 self.changed_since = None;
                 out.tamper = true;
             }
             return self.quiet(cfg, t, out);
         }
         self.changed_since = None;
-        for (a, &p) in self.average.iter_mut().zip(&small) {
-            *a += cfg.alpha * (p - *a);
+        for ((stored, a), &p) in self.average.iter_mut().zip(average).zip(&small) {
+            *stored = fixed(a + cfg.alpha * (p - a));
         }
         let (moving, region) = blobs(&dilate(&moved, w, h), w, h, cfg.min_area);
         out.score = moving as f32 / moved.len() as f32;
@@ -137,6 +165,7 @@ impl Motion {
         out.region = Some([x1 as f32 * sx, y1 as f32 * sy, (x2 + 1) as f32 * sx, (y2 + 1) as f32 * sy]);
         self.streak += 1;
         self.last_motion = t;
+        self.changed = t;
         if self.moving_since.is_none() && self.streak >= cfg.start_frames {
             self.moving_since = Some(t);
             out.started = true;
@@ -156,10 +185,95 @@ impl Motion {
         out
     }
 
-    fn learn(&mut self, small: &[f32], size: (usize, usize)) {
-        self.average = small.to_vec();
+    fn learn(&mut self, small: &[f32], size: (usize, usize), t: i64) {
+        self.average = small.iter().map(|&p| fixed(p)).collect();
         self.size = size;
+        self.changed = t;
     }
+
+    /// Motion is on: started and not yet ended.
+    pub fn moving(&self) -> bool {
+        self.moving_since.is_some()
+    }
+
+    /// Seconds since the last motion or change of the scene (light,
+    /// tamper, the first frame) before `t`.
+    pub fn still_for(&self, t: i64) -> f64 {
+        (t - self.changed) as f64 / 1e6
+    }
+}
+
+/// A grey level in 8.8 fixed point.
+fn fixed(v: f32) -> u16 {
+    (v * 256.0).round().clamp(0.0, 65535.0) as u16
+}
+
+fn to_base64<S: Serializer>(v: &[u16], s: S) -> Result<S::Ok, S::Error> {
+    let bytes: Vec<u8> = v.iter().flat_map(|a| a.to_le_bytes()).collect();
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn from_base64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    let text = String::deserialize(d)?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text).map_err(serde::de::Error::custom)?;
+    if bytes.len() % 2 != 0 {
+        return Err(serde::de::Error::custom("motion average: odd length"));
+    }
+    Ok(bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect())
+}
+
+/// Areas of a camera's image where changes are never motion (a tree in
+/// the wind, a clock, a road seen through the fence): polygons in source
+/// pixels, drawn onto the working image once per size.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Mask {
+    pub polygons: Vec<Vec<[f32; 2]>>,
+    /// Source size the polygons are in.
+    pub source: (usize, usize),
+    raster: Option<((usize, usize), Vec<bool>)>,
+}
+
+impl Mask {
+    pub fn new(polygons: Vec<Vec<[f32; 2]>>, source: (usize, usize)) -> Self {
+        Mask { polygons, source, raster: None }
+    }
+
+    /// Rasterises for a working size, once.
+    fn prepare(&mut self, w: usize, h: usize) {
+        if self.raster.as_ref().is_some_and(|(size, _)| *size == (w, h)) || self.source.0 == 0 || self.source.1 == 0 {
+            return;
+        }
+        let (sx, sy) = (self.source.0 as f32 / w as f32, self.source.1 as f32 / h as f32);
+        let cells = (0..w * h)
+            .map(|i| {
+                let p = [((i % w) as f32 + 0.5) * sx, ((i / w) as f32 + 0.5) * sy];
+                self.polygons.iter().any(|poly| inside(poly, p))
+            })
+            .collect();
+        self.raster = Some(((w, h), cells));
+    }
+
+    fn for_size(&self, w: usize, h: usize) -> Option<&[bool]> {
+        self.raster.as_ref().filter(|(size, _)| *size == (w, h)).map(|(_, cells)| cells.as_slice())
+    }
+}
+
+/// Even-odd rule.
+fn inside(poly: &[[f32; 2]], [x, y]: [f32; 2]) -> bool {
+    let mut inside = false;
+    for (i, a) in poly.iter().enumerate() {
+        let b = poly[(i + 1) % poly.len()];
+        if (a[1] > y) != (b[1] > y) && x < a[0] + (y - a[1]) / (b[1] - a[1]) * (b[0] - a[0]) {
+            inside = !inside;
+        }
+    }
+    inside
+}
+
+/// The working size `reduce` makes of a source size.
+pub fn working_size(iw: usize, ih: usize) -> (usize, usize) {
+    let k = iw.div_ceil(WORK_WIDTH).max(1);
+    (iw / k, ih / k)
 }
 
 fn mean(v: &[f32]) -> f32 {
@@ -168,12 +282,12 @@ fn mean(v: &[f32]) -> f32 {
 
 /// The image box-averaged to about `WORK_WIDTH` wide, then blurred (3 × 3).
 fn reduce(image: &Grey) -> Option<(Vec<f32>, usize, usize)> {
-    let (iw, ih) = (image.width, image.height);
-    if iw == 0 || ih == 0 || image.pixels.len() < iw * ih {
+    let (iw, ih, stride) = (image.width, image.height, image.stride);
+    if iw == 0 || ih == 0 || stride < iw || image.pixels.len() < stride * (ih - 1) + iw {
         return None;
     }
     let k = iw.div_ceil(WORK_WIDTH).max(1);
-    let (w, h) = (iw / k, ih / k);
+    let (w, h) = working_size(iw, ih);
     if w < 3 || h < 3 {
         return None;
     }
@@ -182,7 +296,7 @@ fn reduce(image: &Grey) -> Option<(Vec<f32>, usize, usize)> {
         for x in 0..w {
             let mut sum = 0u32;
             for dy in 0..k {
-                let row = &image.pixels[(y * k + dy) * iw + x * k..][..k];
+                let row = &image.pixels[(y * k + dy) * stride + x * k..][..k];
                 sum += row.iter().map(|&p| u32::from(p)).sum::<u32>();
             }
             small[y * w + x] = sum as f32 / (k * k) as f32;
