@@ -29,8 +29,11 @@ pub struct MotionConfig {
     pub threshold: u8,
     /// Least area of a blob, as a share of the image.
     pub min_area: f32,
-    /// How fast the scene's average follows the image (0-1 per frame).
-    pub alpha: f32,
+    /// How fast the scene's average takes in a change, seconds (its time
+    /// constant: after this, 63 % of it). By time, not per frame, so a
+    /// detector sampling 2 frames a second and one sampling 10 see an
+    /// object that stopped become scene equally soon.
+    pub settle_s: f32,
     /// Frames in a row with motion before it has started.
     pub start_frames: u32,
     /// Seconds without motion before it has ended.
@@ -47,7 +50,7 @@ impl Default for MotionConfig {
         MotionConfig {
             threshold: 25,
             min_area: 0.002,
-            alpha: 0.05,
+            settle_s: 2.0,
             start_frames: 2,
             end_s: 2.0,
             global: 0.5,
@@ -104,6 +107,9 @@ pub struct Motion {
     /// Last capture time with motion or a new scene learnt.
     #[serde(default)]
     changed: i64,
+    /// The last frame's capture time.
+    #[serde(default)]
+    last_frame: i64,
     /// Since when most of the image differs from the scene.
     changed_since: Option<i64>,
     pub recalibrations: u64,
@@ -119,6 +125,7 @@ impl Motion {
             return out;
         }
         let average: Vec<f32> = self.average.iter().map(|&a| f32::from(a) / 256.0).collect();
+        let last_frame = std::mem::replace(&mut self.last_frame, t);
         let ignored = mask.and_then(|m| {
             m.prepare(w, h);
             m.for_size(w, h)
@@ -155,8 +162,10 @@ impl Motion {
             return self.quiet(cfg, t, out);
         }
         self.changed_since = None;
+        let dt = (t - last_frame).clamp(0, 60_000_000) as f32 / 1e6;
+        let alpha = 1.0 - (-dt / cfg.settle_s.max(0.01)).exp();
         for ((stored, a), &p) in self.average.iter_mut().zip(average).zip(&small) {
-            *stored = fixed(a + cfg.alpha * (p - a));
+            *stored = fixed(a + alpha * (p - a));
         }
         let (moving, region) = blobs(&dilate(&moved, w, h), w, h, cfg.min_area);
         out.score = moving as f32 / moved.len() as f32;
@@ -189,6 +198,7 @@ impl Motion {
         self.average = small.iter().map(|&p| fixed(p)).collect();
         self.size = size;
         self.changed = t;
+        self.last_frame = t;
     }
 
     /// Motion is on: started and not yet ended.

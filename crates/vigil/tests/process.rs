@@ -13,7 +13,6 @@
 mod common;
 
 use common::*;
-use rdkafka::Message;
 use rdkafka::producer::{BaseRecord, Producer};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -95,29 +94,7 @@ fn processor(dir: &Path, name: &str, brokers: &str, config: &Path, metrics: &str
 
 /// Waits until the processors at `metrics` own every partition between them.
 fn wait_assigned(metrics: &[std::net::SocketAddr], within: Duration) {
-    let deadline = Instant::now() + within;
-    let series = "vigil_stage_assigned_partitions{stage=\"process\",topic=\"vigil.detections\"}";
-    loop {
-        let owned: f64 = metrics.iter().filter_map(|m| metric(&http_get(*m, "/metrics"), series)).sum();
-        if owned == 4.0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the processors own {owned} of 4 partitions after {within:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Every record of `topic`, all copies, by id.
-fn read(brokers: &str, topic: &str) -> BTreeMap<String, Vec<Vec<u8>>> {
-    let kafka = bus::KafkaConfig::new(brokers.to_string());
-    let range = bus::range::Range::all(topic, bus::Delivery::AtLeastOnce, 4, Duration::from_secs(30));
-    let mut out: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
-    bus::range::read(&kafka, &range, |m| {
-        let id = bus::reader::record_id(m).expect("every record has an id").to_string();
-        out.entry(id).or_default().push(m.payload().unwrap().to_vec());
-    })
-    .unwrap();
-    out
+    wait_owned(metrics, "process", bus::topics::DETECTIONS, within);
 }
 
 #[test]
@@ -201,7 +178,7 @@ fn a_processor_killed_mid_stream_changes_no_count() {
     // Counts: wait until the last minute is there, then compare.
     let deadline = Instant::now() + Duration::from_secs(60);
     let counts = loop {
-        let got = read(&listen, bus::topics::COUNTS);
+        let got = read_by_id(&listen, bus::topics::COUNTS);
         if want_counts.keys().all(|k| got.contains_key(k)) || Instant::now() > deadline {
             break got;
         }
@@ -219,7 +196,7 @@ fn a_processor_killed_mid_stream_changes_no_count() {
     assert_eq!((total(|t| t.0), total(|t| t.1), total(|t| t.3)), (PEOPLE, PEOPLE, PEOPLE));
 
     // Events: each of the state machine's once, copies identical.
-    let events = read(&listen, bus::topics::EVENTS);
+    let events = read_by_id(&listen, bus::topics::EVENTS);
     let copies: usize = counts.values().chain(events.values()).map(|c| c.len() - 1).sum();
     eprintln!("records published again after the kill: {copies}");
     let mut got_events = Vec::new();

@@ -172,3 +172,27 @@ fn a_padded_image_is_read_by_its_stride() {
         assert_eq!(oa, ob);
     }
 }
+
+#[test]
+fn an_object_that_stops_becomes_scene_as_soon_at_any_frame_rate() {
+    // The block moves for 2 s, then stays: motion ends about the same
+    // time after it stopped whether frames come 2 or 10 a second.
+    let base = scene(0);
+    let cfg = MotionConfig::default();
+    let ended_after = |fps: i64| {
+        let step = 1_000_000 / fps;
+        let mut m = Motion::default();
+        for i in 0..fps * 30 {
+            let t = i * step;
+            let x = (20 + (t.clamp(5_000_000, 7_000_000) - 5_000_000) / 10_000) as usize;
+            let f = if t < 5_000_000 { base.clone() } else { with_block(&base, x) };
+            if let Some(_lasted) = m.frame(&cfg, &Grey::packed(W, H, &f), None, t).ended {
+                return (t - 7_000_000) as f64 / 1e6;
+            }
+        }
+        f64::INFINITY
+    };
+    let (slow, fast) = (ended_after(2), ended_after(10));
+    assert!(slow < 8.0 && fast < 8.0, "ended {slow} s and {fast} s after it stopped");
+    assert!((slow - fast).abs() <= 1.5, "ended {slow} s (2/s) and {fast} s (10/s) after it stopped");
+}

@@ -19,6 +19,8 @@ pub struct MotionSection {
     pub min_area: Option<f32>,
     /// Seconds without motion before it ends.
     pub end_s: Option<f32>,
+    /// Seconds the scene's average takes to take in a change.
+    pub settle_s: Option<f32>,
     /// Seconds a changed scene must last to be a tamper alarm.
     pub tamper_s: Option<f32>,
     #[serde(default)]
@@ -55,6 +57,7 @@ pub fn settings(m: &MotionSection, cameras: &[&str]) -> Result<detect::gate::Mot
     for (name, v, slot, range) in [
         ("min_area", m.min_area, &mut s.config.min_area, 0.0..=1.0),
         ("end_s", m.end_s, &mut s.config.end_s, 0.0..=3600.0),
+        ("settle_s", m.settle_s, &mut s.config.settle_s, 0.1..=3600.0),
         ("tamper_s", m.tamper_s, &mut s.config.tamper_s, 0.0..=86_400.0),
     ] {
         if let Some(v) = v {

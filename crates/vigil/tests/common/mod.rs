@@ -408,3 +408,33 @@ pub fn run_browser(script: &str, env: &[(&str, &str)]) -> serde_json::Value {
     assert_eq!(r["ok"], true, "{script}: {r}");
     r
 }
+
+/// Every record of `topic` (4 partitions), all copies, by id (records
+/// without one, such as a camera's up/down events, by partition/offset).
+pub fn read_by_id(brokers: &str, topic: &str) -> std::collections::BTreeMap<String, Vec<Vec<u8>>> {
+    use rdkafka::Message;
+    let kafka = bus::KafkaConfig::new(brokers.to_string());
+    let range = bus::range::Range::all(topic, bus::Delivery::AtLeastOnce, 4, Duration::from_secs(30));
+    let mut out: std::collections::BTreeMap<String, Vec<Vec<u8>>> = Default::default();
+    bus::range::read(&kafka, &range, |m| {
+        let id = bus::reader::record_id(m).map_or_else(|| format!("{}/{}", m.partition(), m.offset()), String::from);
+        out.entry(id).or_default().push(m.payload().unwrap().to_vec());
+    })
+    .unwrap();
+    out
+}
+
+/// Waits until the stage processes serving metrics at `metrics` own the
+/// 4 partitions of `topic` between them.
+pub fn wait_owned(metrics: &[SocketAddr], stage: &str, topic: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    let series = format!("vigil_stage_assigned_partitions{{stage=\"{stage}\",topic=\"{topic}\"}}");
+    loop {
+        let owned: f64 = metrics.iter().filter_map(|m| metric(&http_get(*m, "/metrics"), &series)).sum();
+        if owned == 4.0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the {stage} processes own {owned} of 4 partitions after {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
