@@ -11,6 +11,7 @@ mod index_v1;
 mod ingest_path;
 mod jobs_path;
 mod live;
+mod motion;
 mod process_path;
 mod street;
 
@@ -60,6 +61,9 @@ enum Bench {
     /// The stream processor (rules, events, counts, checkpoints) beside a
     /// bare consume loop of the same backlog of detections: records/s.
     Process(process_path::ProcessBenchArgs),
+    /// The motion check's CPU per camera (320x180 and 1080p) beside
+    /// Frigate's method in Python/OpenCV, and what decoding costs.
+    Motion(motion::MotionBenchArgs),
     /// Real footage of people walking (scripts/bench-street fetches it):
     /// the share of person boxes with an id, ids and track breaks, for the
     /// live detector at its default sampling and for a whole-video job.
@@ -108,6 +112,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::Group(a) => group::group(settings()?, a).await,
         Bench::Jobs(a) => jobs_path::jobs(settings()?, a).await,
         Bench::Process(a) => process_path::process(settings()?, a).await,
+        Bench::Motion(a) => motion::motion(a),
         Bench::Street(a) => street::street(settings()?, a).await,
     }
 }

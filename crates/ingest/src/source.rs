@@ -13,7 +13,7 @@
 //!   process whose output `annexb` (H.264/H.265) or `jpeg` (MJPEG) splits
 //!   into frames.
 
-pub(crate) mod annexb;
+pub mod annexb;
 mod credentials;
 pub(crate) mod ffmpeg;
 pub mod http;
