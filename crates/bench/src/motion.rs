@@ -29,14 +29,18 @@ pub struct MotionBenchArgs {
     /// Frames of the clip.
     #[arg(long, default_value_t = 100)]
     pub frames: u32,
-    /// Passes over the frames, each timed.
-    #[arg(long, default_value_t = 5)]
+    /// Passes over the frames in one timing.
+    #[arg(long, default_value_t = 10)]
     pub rounds: u32,
+    /// Timings of each side, taken in turn (vigil, Python, vigil...); the
+    /// median is reported (a shared machine's noise hits both sides).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: u32,
 }
 
 pub fn motion(a: MotionBenchArgs) -> Result<()> {
-    if a.frames < 20 || a.rounds == 0 {
-        bail!("--frames must be at least 20 and --rounds positive");
+    if a.frames < 20 || a.rounds == 0 || a.repeats == 0 {
+        bail!("--frames must be at least 20, --rounds and --repeats positive");
     }
     if !Path::new(DOG).is_file() {
         bail!("{DOG} missing: run scripts/setup (Debian package darknet)");
@@ -58,7 +62,10 @@ pub fn motion(a: MotionBenchArgs) -> Result<()> {
 }
 
 fn bench(a: &MotionBenchArgs, python: &Path, script: &Path, dir: &Path) -> Result<()> {
-    println!("motion check per frame, one core, {} frames x {} rounds ({} fps clip)", a.frames, a.rounds, FPS);
+    println!(
+        "motion check per frame, one core, {} frames x {} rounds, median of {} timings each side in turn ({} fps clip)",
+        a.frames, a.rounds, a.repeats, FPS
+    );
     println!(
         "{:>10} {:>12} {:>12} {:>7} {:>14} {:>15} {:>15}",
         "stream", "vigil ms", "python ms", "ratio", "vigil % core", "decode ms smpl", "decode ms other"
@@ -67,22 +74,33 @@ fn bench(a: &MotionBenchArgs, python: &Path, script: &Path, dir: &Path) -> Resul
         let raw = dir.join(format!("{name}.grey"));
         clip(w, h, a.frames, &["-pix_fmt", "gray", "-f", "rawvideo"], &raw)?;
         let frames = std::fs::read(&raw)?;
-        let (vigil_ms, moving) = vigil_run(&frames, w, h, a)?;
         let (work_w, work_h) = working_size(w, h);
-        let out = Command::new(python)
-            .arg(script)
-            .arg(&raw)
-            .args([w, h, a.frames as usize, work_w, work_h, a.rounds as usize].map(|v| v.to_string()))
-            .output()
-            .with_context(|| format!("running {}", python.display()))?;
-        if !out.status.success() {
-            bail!(
-                "the Python baseline failed (scripts/bench-motion makes a venv with OpenCV): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        let (mut vigil, mut baseline, mut moving, mut py_moving) = (Vec::new(), Vec::new(), 0, 0);
+        for _ in 0..a.repeats {
+            let (ms, m) = vigil_run(&frames, w, h, a)?;
+            vigil.push(ms);
+            moving = m;
+            // numpy asks for huge pages for big arrays; vigil's side reads
+            // its frames from ordinary pages, as a decoder's output is:
+            // the same for both.
+            let out = Command::new(python)
+                .env("NUMPY_MADVISE_HUGEPAGE", "0")
+                .arg(script)
+                .arg(&raw)
+                .args([w, h, a.frames as usize, work_w, work_h, a.rounds as usize].map(|v| v.to_string()))
+                .output()
+                .with_context(|| format!("running {}", python.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "the Python baseline failed (scripts/bench-motion makes a venv with OpenCV): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("the Python baseline's output")?;
+            baseline.push(v["ms_per_frame"].as_f64().unwrap_or(f64::NAN));
+            py_moving = v["moving_frames"].as_u64().unwrap_or(0);
         }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("the Python baseline's output")?;
-        let python_ms = v["ms_per_frame"].as_f64().unwrap_or(f64::NAN);
+        let (vigil_ms, python_ms) = (median(&mut vigil), median(&mut baseline));
         let h264 = dir.join(format!("{name}.h264"));
         let x264 = ["-c:v", "libx264", "-g", "25", "-bf", "0", "-bsf:v", "h264_metadata=aud=insert", "-f", "h264"];
         clip(w, h, a.frames, &x264, &h264)?;
@@ -93,8 +111,7 @@ fn bench(a: &MotionBenchArgs, python: &Path, script: &Path, dir: &Path) -> Resul
             vigil_ms * f64::from(FPS) / 10.0,
         );
         eprintln!(
-            "{name}: frames with motion: vigil {moving}, python {} (working size {work_w}x{work_h}, WORK_WIDTH {WORK_WIDTH})",
-            v["moving_frames"]
+            "{name}: frames with motion: vigil {moving}, python {py_moving} (working size {work_w}x{work_h}, WORK_WIDTH {WORK_WIDTH})"
         );
     }
     println!("ratio: Python/OpenCV's time over vigil's (above 1: vigil is faster). % core: at {FPS} frames a second.");
@@ -182,4 +199,9 @@ fn decode_ms(path: &Path) -> Result<(f64, f64)> {
         }
     }
     Ok((want_s * 1000.0 / f64::from(want_n.max(1)), other_s * 1000.0 / f64::from(other_n.max(1))))
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

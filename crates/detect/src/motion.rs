@@ -18,6 +18,8 @@
 //! (exactly what a checkpoint holds, about 38 KB a camera).
 
 use base64::Engine;
+use image::Scratch;
+pub use image::working_size;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Working image width, pixels: small enough for tens of cameras a core.
@@ -113,62 +115,119 @@ pub struct Motion {
     /// Since when most of the image differs from the scene.
     changed_since: Option<i64>,
     pub recalibrations: u64,
+    #[serde(skip)]
+    scratch: Scratch,
 }
 
 impl Motion {
     /// One frame at capture time `t`; changes inside `mask` are never motion.
     pub fn frame(&mut self, cfg: &MotionConfig, image: &Grey, mask: Option<&mut Mask>, t: i64) -> MotionOut {
-        let mut out = MotionOut::default();
-        let Some((small, w, h)) = reduce(image) else { return out };
-        if self.size != (w, h) || self.average.len() != small.len() {
-            self.learn(&small, (w, h), t);
+        let mut s = std::mem::take(&mut self.scratch);
+        let out = match s.reduce(image) {
+            Some(size) => self.compare(cfg, &mut s, size, image, mask, t),
+            None => MotionOut::default(),
+        };
+        self.scratch = s;
+        out
+    }
+
+    fn compare(
+        &mut self,
+        cfg: &MotionConfig,
+        s: &mut Scratch,
+        (w, h): (usize, usize),
+        image: &Grey,
+        mask: Option<&mut Mask>,
+        t: i64,
+    ) -> MotionOut {
+        let out = MotionOut::default();
+        if self.size != (w, h) || self.average.len() != s.small.len() {
+            self.learn(&s.small, (w, h), t);
             return out;
         }
-        let average: Vec<f32> = self.average.iter().map(|&a| f32::from(a) / 256.0).collect();
         let last_frame = std::mem::replace(&mut self.last_frame, t);
-        let ignored = mask.and_then(|m| {
+        // Grey levels in 8.8 fixed point, as the average is kept.
+        let threshold = i32::from(cfg.threshold) << 8;
+        s.moved.resize(s.small.len(), 0);
+        for (m, (&p, &a)) in s.moved.iter_mut().zip(s.small.iter().zip(&self.average)) {
+            *m = u8::from(((i32::from(p) << 8) - i32::from(a)).abs() > threshold);
+        }
+        if let Some(ignored) = mask.and_then(|m| {
             m.prepare(w, h);
             m.for_size(w, h)
-        });
-        let moved: Vec<bool> = small
-            .iter()
-            .zip(&average)
-            .enumerate()
-            .map(|(i, (&p, &a))| (p - a).abs() > f32::from(cfg.threshold) && !ignored.is_some_and(|m| m[i]))
-            .collect();
-        let share = moved.iter().filter(|&&m| m).count() as f32 / moved.len() as f32;
+        }) {
+            s.moved.iter_mut().zip(ignored).filter(|(_, i)| **i).for_each(|(m, _)| *m = 0);
+        }
+        let moved = s.moved.iter().map(|&m| u32::from(m)).sum::<u32>();
+        let share = moved as f32 / s.small.len() as f32;
         if share >= cfg.global {
-            // Light, or a new scene: which, with the brightness taken out.
-            let (mp, ma) = (mean(&small), mean(&average));
-            let structural = small
-                .iter()
-                .zip(&average)
-                .filter(|(p, a)| ((*p - mp) - (*a - ma)).abs() > f32::from(cfg.threshold))
-                .count() as f32
-                / small.len() as f32;
-            if structural < cfg.global / 2.0 {
-                self.learn(&small, (w, h), t);
-                self.recalibrations += 1;
-                self.changed_since = None;
-                out.recalibrated = true;
-                return self.quiet(cfg, t, out);
-            }
-            let since = *self.changed_since.get_or_insert(t);
-            if (t - since) as f64 / 1e6 >= f64::from(cfg.tamper_s) {
-                self.learn(&small, (w, h), t);
-                self.changed_since = None;
-                out.tamper = true;
-            }
-            return self.quiet(cfg, t, out);
+            return self.global_change(cfg, s, (w, h), t, out);
         }
         self.changed_since = None;
         let dt = (t - last_frame).clamp(0, 60_000_000) as f32 / 1e6;
-        let alpha = 1.0 - (-dt / cfg.settle_s.max(0.01)).exp();
-        for ((stored, a), &p) in self.average.iter_mut().zip(average).zip(&small) {
-            *stored = fixed(a + alpha * (p - a));
+        // alpha in 1/32768: the product with a difference of 8.8 grey
+        // levels (at most ±65280) stays within an i32, and vectorises;
+        // the result lies between the old average and the pixel.
+        let alpha = ((1.0 - (-dt / cfg.settle_s.max(0.01)).exp()) * 32768.0).round() as i32;
+        for (a, &p) in self.average.iter_mut().zip(&s.small) {
+            let d = (i32::from(p) << 8) - i32::from(*a);
+            *a = (i32::from(*a) + ((d * alpha + (1 << 14)) >> 15)) as u16;
         }
-        let (moving, region) = blobs(&dilate(&moved, w, h), w, h, cfg.min_area);
-        out.score = moving as f32 / moved.len() as f32;
+        if moved == 0 {
+            return self.quiet(cfg, t, out);
+        }
+        self.moved(cfg, s, (w, h), image, t, out)
+    }
+
+    /// Most of the image changed at once: light, or a new scene. Which,
+    /// with the mean brightness of both taken out.
+    fn global_change(
+        &mut self,
+        cfg: &MotionConfig,
+        s: &Scratch,
+        size: (usize, usize),
+        t: i64,
+        mut out: MotionOut,
+    ) -> MotionOut {
+        let n = s.small.len() as i64;
+        let mp = s.small.iter().map(|&p| i64::from(p) << 8).sum::<i64>() / n;
+        let ma = self.average.iter().map(|&a| i64::from(a)).sum::<i64>() / n;
+        let threshold = i64::from(cfg.threshold) << 8;
+        let structural = s
+            .small
+            .iter()
+            .zip(&self.average)
+            .filter(|(p, a)| (((i64::from(**p) << 8) - mp) - (i64::from(**a) - ma)).abs() > threshold)
+            .count() as f32
+            / n as f32;
+        if structural < cfg.global / 2.0 {
+            self.learn(&s.small, size, t);
+            self.recalibrations += 1;
+            self.changed_since = None;
+            out.recalibrated = true;
+            return self.quiet(cfg, t, out);
+        }
+        let since = *self.changed_since.get_or_insert(t);
+        if (t - since) as f64 / 1e6 >= f64::from(cfg.tamper_s) {
+            self.learn(&s.small, size, t);
+            self.changed_since = None;
+            out.tamper = true;
+        }
+        self.quiet(cfg, t, out)
+    }
+
+    /// The moving pixels as blobs: motion, or none.
+    fn moved(
+        &mut self,
+        cfg: &MotionConfig,
+        s: &mut Scratch,
+        (w, h): (usize, usize),
+        image: &Grey,
+        t: i64,
+        mut out: MotionOut,
+    ) -> MotionOut {
+        let (moving, region) = s.blobs(w, h, cfg.min_area);
+        out.score = moving as f32 / (w * h) as f32;
         let Some([x1, y1, x2, y2]) = region else { return self.quiet(cfg, t, out) };
         let (sx, sy) = (image.width as f32 / w as f32, image.height as f32 / h as f32);
         out.region = Some([x1 as f32 * sx, y1 as f32 * sy, (x2 + 1) as f32 * sx, (y2 + 1) as f32 * sy]);
@@ -194,8 +253,8 @@ impl Motion {
         out
     }
 
-    fn learn(&mut self, small: &[f32], size: (usize, usize), t: i64) {
-        self.average = small.iter().map(|&p| fixed(p)).collect();
+    fn learn(&mut self, small: &[u8], size: (usize, usize), t: i64) {
+        self.average = small.iter().map(|&p| u16::from(p) << 8).collect();
         self.size = size;
         self.changed = t;
         self.last_frame = t;
@@ -211,11 +270,6 @@ impl Motion {
     pub fn still_for(&self, t: i64) -> f64 {
         (t - self.changed) as f64 / 1e6
     }
-}
-
-/// A grey level in 8.8 fixed point.
-fn fixed(v: f32) -> u16 {
-    (v * 256.0).round().clamp(0.0, 65535.0) as u16
 }
 
 fn to_base64<S: Serializer>(v: &[u16], s: S) -> Result<S::Ok, S::Error> {
@@ -280,115 +334,7 @@ fn inside(poly: &[[f32; 2]], [x, y]: [f32; 2]) -> bool {
     inside
 }
 
-/// The working size `reduce` makes of a source size.
-pub fn working_size(iw: usize, ih: usize) -> (usize, usize) {
-    let k = iw.div_ceil(WORK_WIDTH).max(1);
-    (iw / k, ih / k)
-}
-
-fn mean(v: &[f32]) -> f32 {
-    v.iter().sum::<f32>() / v.len().max(1) as f32
-}
-
-/// The image box-averaged to about `WORK_WIDTH` wide, then blurred (3 × 3).
-fn reduce(image: &Grey) -> Option<(Vec<f32>, usize, usize)> {
-    let (iw, ih, stride) = (image.width, image.height, image.stride);
-    if iw == 0 || ih == 0 || stride < iw || image.pixels.len() < stride * (ih - 1) + iw {
-        return None;
-    }
-    let k = iw.div_ceil(WORK_WIDTH).max(1);
-    let (w, h) = working_size(iw, ih);
-    if w < 3 || h < 3 {
-        return None;
-    }
-    let mut small = vec![0f32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let mut sum = 0u32;
-            for dy in 0..k {
-                let row = &image.pixels[(y * k + dy) * stride + x * k..][..k];
-                sum += row.iter().map(|&p| u32::from(p)).sum::<u32>();
-            }
-            small[y * w + x] = sum as f32 / (k * k) as f32;
-        }
-    }
-    let mut blurred = small.clone();
-    for y in 1..h - 1 {
-        for x in 1..w - 1 {
-            let mut s = 0.0;
-            for dy in 0..3 {
-                for dx in 0..3 {
-                    s += small[(y + dy - 1) * w + x + dx - 1];
-                }
-            }
-            blurred[y * w + x] = s / 9.0;
-        }
-    }
-    Some((blurred, w, h))
-}
-
-/// Moving pixels grown by one in every direction: a moving object's
-/// broken outline joins into one blob.
-fn dilate(m: &[bool], w: usize, h: usize) -> Vec<bool> {
-    let mut out = m.to_vec();
-    for y in 0..h {
-        for x in 0..w {
-            if m[y * w + x] {
-                for ny in y.saturating_sub(1)..=(y + 1).min(h - 1) {
-                    for nx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
-                        out[ny * w + nx] = true;
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Connected blobs (4-neighbour) of at least `min_area` of the image: the
-/// pixels in them, and the box around them all.
-fn blobs(m: &[bool], w: usize, h: usize, min_area: f32) -> (usize, Option<[usize; 4]>) {
-    let least = ((min_area * (w * h) as f32).ceil() as usize).max(1);
-    let mut seen = vec![false; m.len()];
-    let (mut total, mut region): (usize, Option<[usize; 4]>) = (0, None);
-    let mut stack = Vec::new();
-    for start in 0..m.len() {
-        if !m[start] || seen[start] {
-            continue;
-        }
-        seen[start] = true;
-        stack.push(start);
-        let (mut n, mut b) = (0, [w, h, 0, 0]);
-        while let Some(i) = stack.pop() {
-            let (x, y) = (i % w, i / w);
-            n += 1;
-            b = [b[0].min(x), b[1].min(y), b[2].max(x), b[3].max(y)];
-            let mut push = |j: usize| {
-                if m[j] && !seen[j] {
-                    seen[j] = true;
-                    stack.push(j);
-                }
-            };
-            if x > 0 {
-                push(i - 1);
-            }
-            if x + 1 < w {
-                push(i + 1);
-            }
-            if y > 0 {
-                push(i - w);
-            }
-            if y + 1 < h {
-                push(i + w);
-            }
-        }
-        if n >= least {
-            total += n;
-            region = Some(region.map_or(b, |r| [r[0].min(b[0]), r[1].min(b[1]), r[2].max(b[2]), r[3].max(b[3])]));
-        }
-    }
-    (total, region)
-}
+mod image;
 
 #[cfg(test)]
 mod tests;
