@@ -5,6 +5,7 @@
 
 mod archive_path;
 mod detection;
+mod gate;
 mod group;
 mod index;
 mod index_v1;
@@ -61,6 +62,10 @@ enum Bench {
     /// The stream processor (rules, events, counts, checkpoints) beside a
     /// bare consume loop of the same backlog of detections: records/s.
     Process(process_path::ProcessBenchArgs),
+    /// Skipping the model on still cameras: the detector's CPU with the
+    /// motion gate and without on a clip with long still periods, and the
+    /// objects the gate missed.
+    Gate(gate::GateBenchArgs),
     /// The motion check's CPU per camera (320x180 and 1080p) beside
     /// Frigate's method in Python/OpenCV, and what decoding costs.
     Motion(motion::MotionBenchArgs),
@@ -113,6 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Bench::Jobs(a) => jobs_path::jobs(settings()?, a).await,
         Bench::Process(a) => process_path::process(settings()?, a).await,
         Bench::Motion(a) => motion::motion(a),
+        Bench::Gate(a) => gate::gate(settings()?, a).await,
         Bench::Street(a) => street::street(settings()?, a).await,
     }
 }
