@@ -62,7 +62,7 @@ pub enum Command {
         /// Only this class's (e.g. person).
         #[arg(long)]
         class: Option<String>,
-        /// Only this rule's (a zone or line of `vigil process`).
+        /// Only this rule's (a zone or line of `vigil process`, or `motion`).
         #[arg(long)]
         rule: Option<String>,
         /// Every event, not only objects' and rules' (camera up/down, archive paused...).
