@@ -100,6 +100,7 @@ pub async fn live(mut s: Settings, a: LiveBenchArgs) -> Result<()> {
         cameras: ids.iter().map(|id| web::CameraInfo { id: id.clone(), source: spec.clone(), sub: false }).collect(),
         work_dir: dir.join("web"),
         max_upload_bytes: s.jobs.max_file_bytes,
+        config_rules: Default::default(),
     };
     let web = web::start(web_cfg, s.kafka.clone(), s.plan.clone(), metrics, stopped(stop_rx)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await; // cameras warm up

@@ -192,7 +192,7 @@ async fn processor(kafka: &KafkaConfig, spec: &TopicSpec, cameras: u32, total: u
         stage_spec,
         kafka.clone(),
         metrics.clone(),
-        move || Ok(process::Processor::new(cfg.clone(), &m)),
+        move || Ok(process::Processor::new(cfg.clone(), None, &m)),
         stop,
     ));
     // Its clock starts at its first record: joining the group (a second

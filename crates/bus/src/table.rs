@@ -16,10 +16,14 @@ use rdkafka::Offset;
 use rdkafka::message::Message;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub struct Table<V> {
     rows: Arc<Mutex<BTreeMap<String, V>>>,
+    /// Changes taken so far: a reader that caches what it made of the
+    /// rows rebuilds when this moves.
+    changes: Arc<AtomicU64>,
     task: tokio::task::AbortHandle,
 }
 
@@ -36,7 +40,8 @@ impl<V: DeserializeOwned + Clone + Send + 'static> Table<V> {
         let from: HashMap<i32, Offset> = (0..partitions).map(|p| (p, Offset::Beginning)).collect();
         let mut reader = Reader::assign(kafka, topic, groups::WEB, &from, metrics)?;
         let rows: Arc<Mutex<BTreeMap<String, V>>> = Default::default();
-        let shared = rows.clone();
+        let changes: Arc<AtomicU64> = Default::default();
+        let (shared, changed) = (rows.clone(), changes.clone());
         let skipped = metrics.counter(
             "vigil_table_unreadable_records_total",
             "Records of a compacted topic that did not parse, skipped.",
@@ -70,9 +75,15 @@ impl<V: DeserializeOwned + Clone + Send + 'static> Table<V> {
                     Some(v) => rows.insert(key, v),
                     None => rows.remove(&key),
                 };
+                changed.fetch_add(1, Ordering::Release);
             }
         });
-        Ok(Table { rows, task: task.abort_handle() })
+        Ok(Table { rows, changes, task: task.abort_handle() })
+    }
+
+    /// Changes taken since the start (a tombstone is one too).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     /// The newest value of every key, in key order.

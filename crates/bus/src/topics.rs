@@ -33,6 +33,7 @@ pub const COLLECT_STATE: &str = "vigil.collect.state";
 pub const MEMBERS: &str = "vigil.members";
 pub const COUNTS: &str = "vigil.counts";
 pub const PROCESS_STATE: &str = "vigil.process.state";
+pub const RULES: &str = "vigil.rules";
 
 const HOUR: i64 = 3_600_000;
 
@@ -167,6 +168,14 @@ pub fn plan() -> Vec<TopicSpec> {
             retention_ms: None,
         },
         TopicSpec {
+            name: RULES,
+            key: "camera",
+            content: "each camera's zones and lines as drawn in the web app (they replace the config file's)",
+            delivery: LastValue,
+            partitions: 1,
+            retention_ms: None,
+        },
+        TopicSpec {
             name: MEMBERS,
             key: "group/member",
             content: "each stage process's group and the partitions it owns, reported by the process itself",
@@ -226,11 +235,11 @@ mod tests {
     #[test]
     fn plan_is_complete_and_unique() {
         let p = plan();
-        assert_eq!(p.len(), 14);
+        assert_eq!(p.len(), 15);
         let mut names = names();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 14);
+        assert_eq!(names.len(), 15);
         assert_eq!(p.iter().find(|s| s.name == FRAMES).unwrap().delivery, Delivery::ExactlyOnce);
         assert_eq!(p.iter().find(|s| s.name == LIVE).unwrap().delivery, Delivery::AtMostOnce);
     }

@@ -40,29 +40,24 @@ pub struct Rules {
     pub lines: Vec<Line>,
 }
 
-/// A rule as written in config, before it is checked.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    pub camera: String,
-    pub name: String,
-    /// A zone's corners, `[[x, y], ...]`, in the camera's source pixels.
-    #[serde(default)]
-    pub points: Vec<[f64; 2]>,
-    /// A line's ends.
-    pub start: Option<[f64; 2]>,
-    pub end: Option<[f64; 2]>,
-    #[serde(default)]
-    pub classes: Vec<String>,
-    pub min_frames: Option<u32>,
-    pub loiter_s: Option<f64>,
-    pub max_objects: Option<u32>,
-}
+pub use schema::RuleSpec;
 
 /// Frames in a row that settle an object inside or outside a zone.
 pub const DEFAULT_MIN_FRAMES: u32 = 2;
 
 impl Rules {
+    /// A camera's rules from their specs, checked; the first error.
+    pub fn from_specs(zones: &[RuleSpec], lines: &[RuleSpec]) -> Result<Rules, String> {
+        let mut r = Rules::default();
+        for z in zones {
+            r.add_zone(z)?;
+        }
+        for l in lines {
+            r.add_line(l)?;
+        }
+        Ok(r)
+    }
+
     /// Adds a zone checked from `s`; an error names the rule.
     pub fn add_zone(&mut self, s: &RuleSpec) -> Result<(), String> {
         let what = format!("zone {:?} of camera {:?}", s.name, s.camera);

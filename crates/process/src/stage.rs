@@ -11,14 +11,17 @@
 //! consumers drop by id.
 
 use crate::camera::{Camera, Hit};
+use crate::drawn::Effective;
 use crate::rules::{MOTION, Rules};
 use crate::window::{Closed, WINDOW_US};
 use bus::Record;
-use bus::metrics::{Counter, Metrics};
-use schema::{Count, Detections, Event, RuleHit};
+use bus::metrics::{Counter, Gauge, Metrics};
+use bus::table::Table;
+use schema::{CameraRules, Count, Detections, Event, RuleHit};
 use serde::{Deserialize, Serialize};
 use stage::Output;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -42,16 +45,25 @@ pub struct PartitionState {
 
 pub struct Processor {
     cfg: ProcessConfig,
+    rules: Effective,
     partitions: BTreeMap<i32, PartitionState>,
     frames: Counter,
     garbage: Counter,
     late: Counter,
+    delay: Gauge,
     events: Metrics,
 }
 
 impl Processor {
-    pub fn new(cfg: ProcessConfig, metrics: &Metrics) -> Self {
+    /// `drawn`: the rules drawn in the web app (`vigil.rules`), if followed.
+    pub fn new(cfg: ProcessConfig, drawn: Option<Arc<Table<CameraRules>>>, metrics: &Metrics) -> Self {
         Processor {
+            rules: Effective::new(cfg.rules.clone(), drawn),
+            delay: metrics.gauge(
+                "vigil_process_delay_seconds",
+                "Capture time to processing of the newest frame taken (the processor's lag behind the cameras).",
+                &[],
+            ),
             frames: metrics.counter(
                 "vigil_process_frames_total",
                 "Analysed frames taken from the detections topic.",
@@ -153,9 +165,10 @@ impl stage::Stage for Processor {
             }
         };
         self.frames.inc();
+        self.delay.set((bus::now_us() - d.capture_us) as f64 / 1e6);
         // A camera without rules still has its motion events and counts.
         let none = Rules::default();
-        let rules = match self.cfg.rules.get(&d.camera) {
+        let rules = match self.rules.get(&d.camera) {
             Some(rules) => rules,
             None if d.motion.is_some() => &none,
             None => return Ok(()),
@@ -200,7 +213,8 @@ pub fn stage_spec(cfg: &ProcessConfig, detections: bus::TopicSpec) -> stage::Sta
     }
 }
 
-/// Runs the processor until `shutdown` resolves, on the stage runtime.
+/// Runs the processor until `shutdown` resolves, on the stage runtime,
+/// following the rules drawn in the web app.
 pub async fn run(
     cfg: ProcessConfig,
     kafka: bus::KafkaConfig,
@@ -210,5 +224,8 @@ pub async fn run(
 ) -> Result<(), stage::Error> {
     let spec = stage_spec(&cfg, detections);
     let m = metrics.clone();
-    stage::run(spec, kafka, metrics, move || Ok(Processor::new(cfg.clone(), &m)), shutdown).await
+    let rules =
+        bus::topics::plan().into_iter().find(|t| t.name == bus::topics::RULES).expect("rules topic in the plan");
+    let drawn = Arc::new(Table::start(&kafka, &rules, rules.partitions, &metrics).map_err(stage::Error::from)?);
+    stage::run(spec, kafka, metrics, move || Ok(Processor::new(cfg.clone(), Some(drawn.clone()), &m)), shutdown).await
 }

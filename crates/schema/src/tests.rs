@@ -102,6 +102,37 @@ fn counts_match_their_schema() {
 }
 
 #[test]
+fn rules_match_their_schema() {
+    let r = CameraRules {
+        camera: "c".into(),
+        zones: vec![RuleSpec {
+            camera: "c".into(),
+            name: "porch".into(),
+            points: vec![[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]],
+            classes: vec!["person".into()],
+            loiter_s: Some(30.0),
+            ..Default::default()
+        }],
+        lines: vec![RuleSpec {
+            camera: "c".into(),
+            name: "gate".into(),
+            start: Some([5.0, 0.0]),
+            end: Some([5.0, 10.0]),
+            ..Default::default()
+        }],
+        by: "admin".into(),
+        updated_us: 1_700_000_000_000_000,
+    };
+    let s = schema("rules");
+    let mut j = serde_json::to_value(&r).unwrap();
+    assert_eq!(errors(&s, &j), Vec::<String>::new());
+    let back: CameraRules = serde_json::from_value(j.clone()).unwrap();
+    assert_eq!(back, r);
+    j["zones"][0]["name"] = json!("motion");
+    assert!(!errors(&s, &j).is_empty(), "the motion rule's name");
+}
+
+#[test]
 fn every_record_matches_its_schema() {
     let d = schema("detections");
     assert_eq!(errors(&d, &serde_json::to_value(detections()).unwrap()), Vec::<String>::new());

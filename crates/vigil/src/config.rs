@@ -209,6 +209,9 @@ pub struct Settings {
     pub process: process::ProcessConfig,
     /// Whether `vigil up` runs a processor (when the detector runs too).
     pub process_in_up: bool,
+    /// The rules as written in the file, per camera (the web app shows
+    /// them until an admin draws others).
+    pub rule_specs: BTreeMap<String, schema::CameraRules>,
 }
 
 /// The web app's settings (`[web]`).
@@ -342,8 +345,19 @@ impl Settings {
         kafka.replication_factor = file.replication_factor.unwrap_or(if brokers.is_some() { -1 } else { 1 });
         let process_in_up =
             file.process.enabled.unwrap_or(true) && (!process.rules.is_empty() || detect.motion.enabled);
+        let mut rule_specs: BTreeMap<String, schema::CameraRules> = BTreeMap::new();
+        let specs = file.process.zones.iter().map(|z| (z, true)).chain(file.process.lines.iter().map(|l| (l, false)));
+        for (spec, zone) in specs {
+            let r = rule_specs.entry(spec.camera.clone()).or_insert_with(|| schema::CameraRules {
+                camera: spec.camera.clone(),
+                by: "config".into(),
+                ..Default::default()
+            });
+            if zone { &mut r.zones } else { &mut r.lines }.push(spec.clone());
+        }
         Ok(Settings {
             process_in_up,
+            rule_specs,
             data_dir,
             brokers,
             kafka,

@@ -452,6 +452,7 @@ fn web_config(s: &Settings, a: &cli::ServeArgs) -> web::WebConfig {
             .collect(),
         work_dir: s.data_dir.join("web"),
         max_upload_bytes: s.jobs.max_file_bytes,
+        config_rules: s.rule_specs.clone(),
     }
 }
 

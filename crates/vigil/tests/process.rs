@@ -50,31 +50,7 @@ end = [300, 360]
 /// Frame `seq` of the scene: person k walks from x 50 to 350 along y 150
 /// (through the zone, across the line) from frame 40 k.
 fn frame(seq: u64) -> schema::Detections {
-    let objects = (0..PEOPLE)
-        .filter_map(|k| {
-            let step = seq.checked_sub(40 * k).filter(|s| *s <= 30)?;
-            let x = 50.0 + 10.0 * step as f32;
-            Some(schema::Object {
-                object_id: Some(format!("cam/{}/0", 40 * k)),
-                class: "person".into(),
-                class_id: 0,
-                score: 0.9,
-                bbox: [x - 10.0, 110.0, x + 10.0, 150.0],
-            })
-        })
-        .collect();
-    schema::Detections {
-        id: schema::record_id("cam", seq, "m"),
-        camera: "cam".into(),
-        seq,
-        capture_us: T0 + seq as i64 * 500_000,
-        model: "m".into(),
-        source: schema::SourceFrame { topic: "vigil.frames".into(), partition: 0, offset: seq as i64 },
-        width: 640,
-        height: 360,
-        objects,
-        motion: None,
-    }
+    walking(seq, PEOPLE, T0)
 }
 
 /// The last frame: far enough on to close every minute.

@@ -34,7 +34,8 @@ pub fn routes(app: App) -> axum::Router {
         .route("/api/events", get(crate::detections::events))
         .route("/api/topics", get(topics))
         .route("/api/status", get(status))
-        .merge(crate::jobs::routes());
+        .merge(crate::jobs::routes())
+        .merge(crate::rules::routes());
     router.route("/api/latency", get(latency).delete(reset_latency)).with_state(app)
 }
 

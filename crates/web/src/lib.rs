@@ -9,6 +9,8 @@
 //!   object events for ranges (read with `scan`); `thumbnail`: an archived
 //!   frame as a small JPEG;
 //! - `jobs`: whole-video jobs (upload, progress, results, the video);
+//! - `rules`: zones and lines drawn by admins (to `vigil.rules`, which the
+//!   processors follow), and counts;
 //! - `assets`: the web app itself, embedded in the binary.
 
 mod api;
@@ -18,6 +20,7 @@ pub mod detections;
 mod jobs;
 pub mod live;
 mod playback;
+mod rules;
 mod scan;
 mod socket;
 mod thumbnail;
@@ -69,6 +72,8 @@ pub struct WebConfig {
     pub work_dir: PathBuf,
     /// The largest upload (the collectors' `[jobs] max_file_bytes`).
     pub max_upload_bytes: u64,
+    /// Each camera's rules in the config file (what drawn rules replace).
+    pub config_rules: std::collections::BTreeMap<String, schema::CameraRules>,
 }
 
 /// What the jobs pages need.
@@ -107,6 +112,9 @@ pub struct App {
     pub scans: Arc<tokio::sync::Semaphore>,
     pub thumbnails: Arc<tokio::sync::Semaphore>,
     pub jobs: Arc<JobsWeb>,
+    /// The rules drawn here (`vigil.rules`), kept current by one reader.
+    pub rules: Arc<bus::table::Table<schema::CameraRules>>,
+    pub config_rules: Arc<std::collections::BTreeMap<String, schema::CameraRules>>,
 }
 
 /// Range reads of `vigil.detections` and `vigil.events` running at once
@@ -138,7 +146,14 @@ pub async fn start(
     };
     let find = |name| plan.iter().find(|t| t.name == name).cloned().expect("topic in plan");
     let (frames, live) = (find(bus::topics::FRAMES), find(bus::topics::LIVE));
-    let read = [frames.name, live.name, bus::topics::DETECTIONS, bus::topics::EVENTS, bus::topics::CAMERAS];
+    let read = [
+        frames.name,
+        live.name,
+        bus::topics::DETECTIONS,
+        bus::topics::EVENTS,
+        bus::topics::CAMERAS,
+        bus::topics::COUNTS,
+    ];
     let partitions: HashMap<&'static str, i32> = {
         let k = kafka.clone();
         let names = read.iter().map(|t| t.to_string()).collect::<Vec<_>>();
@@ -165,6 +180,8 @@ pub async fn start(
         &metrics,
     )?;
     let inspector = bus::inspect::Inspector::new(&kafka)?;
+    let rules_topic = find(bus::topics::RULES);
+    let rules = bus::table::Table::start(&kafka, &rules_topic, rules_topic.partitions, &metrics)?;
     let jobs_topic = find(bus::topics::VIDEO_JOBS);
     let jobs = JobsWeb {
         table: bus::table::Table::start(&kafka, &jobs_topic, jobs_topic.partitions, &metrics)?,
@@ -192,6 +209,8 @@ pub async fn start(
         scans: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SCANS)),
         thumbnails: Arc::new(tokio::sync::Semaphore::new(thumbnail::CONCURRENT)),
         jobs: Arc::new(jobs),
+        rules: Arc::new(rules),
+        config_rules: Arc::new(cfg.config_rules.clone()),
         index: Arc::new(index),
         archive_dir: cfg.archive_dir.clone(),
         kafka,

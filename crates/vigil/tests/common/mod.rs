@@ -438,3 +438,34 @@ pub fn wait_owned(metrics: &[SocketAddr], stage: &str, topic: &str, within: Dura
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Frame `seq` of camera `cam`, half a second apart from `t0`: person k
+/// (of `people`) walks from x 50 to 350 along y 150 from frame 40 k,
+/// 10 px a frame (through a zone at x 100-200, across a line at x 300).
+pub fn walking(seq: u64, people: u64, t0: i64) -> schema::Detections {
+    let objects = (0..people)
+        .filter_map(|k| {
+            let step = seq.checked_sub(40 * k).filter(|s| *s <= 30)?;
+            let x = 50.0 + 10.0 * step as f32;
+            Some(schema::Object {
+                object_id: Some(format!("cam/{}/0", 40 * k)),
+                class: "person".into(),
+                class_id: 0,
+                score: 0.9,
+                bbox: [x - 10.0, 110.0, x + 10.0, 150.0],
+            })
+        })
+        .collect();
+    schema::Detections {
+        id: schema::record_id("cam", seq, "m"),
+        camera: "cam".into(),
+        seq,
+        capture_us: t0 + seq as i64 * 500_000,
+        model: "m".into(),
+        source: schema::SourceFrame { topic: "vigil.frames".into(), partition: 0, offset: seq as i64 },
+        width: 640,
+        height: 360,
+        objects,
+        motion: None,
+    }
+}

@@ -1,0 +1,170 @@
+//! Rules drawn in the web app reach a running processor without a
+//! restart: `vigil serve` checks and publishes them to `vigil.rules`, and
+//! `vigil process` follows the topic. An admin replaces the config file's
+//! line with a zone; frames of people walking through it then give zone
+//! events and counts, the config's line none; a viewer may read the rules
+//! but not change them; a bad rule is refused, naming it; `DELETE` gives
+//! the config's rules back.
+
+mod common;
+
+use common::*;
+use rdkafka::producer::{BaseRecord, Producer};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const T0: i64 = 1_700_000_040_000_000;
+const ADMIN_PW: &str = "admin-password-1";
+const VIEWER_PW: &str = "viewer-password-1";
+
+const CONFIG: &str = r#"
+[[cameras]]
+id = "cam"
+source = "synthetic:"
+
+[process]
+checkpoint_interval_ms = 200
+lateness_s = 1
+
+[[process.lines]]
+camera = "cam"
+name = "gate"
+start = [300, 0]
+end = [300, 360]
+"#;
+
+fn json(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+}
+
+fn login(web: std::net::SocketAddr, user: &str, pw: &str) -> String {
+    let (code, _, body) = http(web, "POST", "/api/login", &[], &format!(r#"{{"user":"{user}","password":"{pw}"}}"#));
+    assert_eq!(code, 200, "login {user}: {}", String::from_utf8_lossy(&body));
+    format!("Bearer {}", json(&body)["token"].as_str().unwrap())
+}
+
+/// The rule events on `vigil.events`, as `kind rule`.
+fn rule_events(brokers: &str) -> Vec<String> {
+    read_by_id(brokers, bus::topics::EVENTS)
+        .values()
+        .filter_map(|copies| serde_json::from_slice::<schema::Event>(&copies[0]).ok())
+        .filter_map(|e| e.rule.map(|r| format!("{} {}", e.kind, r.rule)))
+        .collect()
+}
+
+#[test]
+fn rules_drawn_in_the_web_app_apply_without_a_restart() {
+    let dir = temp_dir("rules");
+    let (addr, web) = (free_port(), free_port());
+    let listen = addr.to_string();
+    let config = dir.join("vigil.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let cfg = config.to_str().unwrap();
+    let data = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let _broker = Vigil::start(
+        "broker",
+        &["broker", "--listen", &listen, "--data-dir", &data("broker"), "--metrics-listen", "off"],
+        &dir,
+    );
+    wait_port(addr, Duration::from_secs(30));
+    let pm = free_port();
+    let pm_s = pm.to_string();
+    let p_args =
+        ["process", "--brokers", &listen, "--config", cfg, "--data-dir", &data("p"), "--metrics-listen", &pm_s];
+    let _processor = Vigil::start("process", &p_args, &dir);
+    let web_data = data("web");
+    let base = ["--config", cfg, "--data-dir", web_data.as_str()];
+    for (args, pw) in [(&["admin", "--role", "admin"][..], ADMIN_PW), (&["viewer", "--cameras", "cam"][..], VIEWER_PW)]
+    {
+        let (code, _, err) = vigil_stdin(&[&["user", "add"], args, &base].concat(), &format!("{pw}\n"));
+        assert_eq!(code, 0, "{err}");
+    }
+    let web_s = web.to_string();
+    let s_args = ["serve", "--brokers", &listen, "--listen", &web_s, "--metrics-listen", "off"];
+    let _serve = Vigil::start("serve", &[&s_args[..], &base].concat(), &dir);
+    wait_port(web, Duration::from_secs(60));
+    wait_owned(&[pm], "process", bus::topics::DETECTIONS, Duration::from_secs(60));
+    let (admin, viewer) = (login(web, "admin", ADMIN_PW), login(web, "viewer", VIEWER_PW));
+    let path = "/api/cameras/cam/rules";
+
+    // The config file's rules, to anyone who may see the camera.
+    let (code, _, body) = http(web, "GET", path, &[("Authorization", &viewer)], "");
+    assert_eq!(code, 200);
+    let r = json(&body);
+    assert_eq!((r["source"].as_str(), r["lines"][0]["name"].as_str()), (Some("config"), Some("gate")), "{r}");
+
+    // Only an admin changes them; a bad rule is refused, naming it.
+    let yard = r#"{"zones":[{"name":"yard","points":[[100,100],[200,100],[200,200],[100,200]],"classes":["person"],"min_frames":1}]}"#;
+    let (code, _, _) = http(web, "PUT", path, &[("Authorization", &viewer)], yard);
+    assert_eq!(code, 403, "a viewer");
+    let bad = r#"{"zones":[{"name":"tiny","points":[[0,0],[1,1]]}]}"#;
+    let (code, _, body) = http(web, "PUT", path, &[("Authorization", &admin)], bad);
+    assert_eq!(code, 400);
+    assert!(json(&body)["error"].as_str().unwrap().contains("zone \"tiny\" of camera \"cam\""), "{}", json(&body));
+    let (code, _, body) = http(web, "PUT", path, &[("Authorization", &admin)], yard);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (_, _, body) = http(web, "GET", path, &[("Authorization", &viewer)], "");
+    let r = json(&body);
+    assert_eq!((r["source"].as_str(), r["by"].as_str()), (Some("web"), Some("admin")), "{r}");
+    assert_eq!(r["lines"].as_array().map(Vec::len), Some(0), "the drawn rules replace the config's: {r}");
+
+    // The running processor applies them to the frames that follow.
+    std::thread::sleep(Duration::from_secs(1));
+    let producer = camera_producer(&bus::KafkaConfig::new(listen.clone()));
+    let mut last = walking(0, 4, T0);
+    for seq in 0..160 {
+        last = walking(seq, 4, T0);
+        producer
+            .send(BaseRecord::to(bus::topics::DETECTIONS).key("cam").payload(&serde_json::to_vec(&last).unwrap()))
+            .unwrap();
+    }
+    // A frame two minutes on closes the minutes.
+    last.seq += 1000;
+    last.capture_us += 120_000_000;
+    last.id = schema::record_id("cam", last.seq, "m");
+    last.objects.clear();
+    producer
+        .send(BaseRecord::to(bus::topics::DETECTIONS).key("cam").payload(&serde_json::to_vec(&last).unwrap()))
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let events = loop {
+        let e = rule_events(&listen);
+        if e.iter().filter(|e| e.as_str() == "zone-entered yard").count() >= 4 || Instant::now() > deadline {
+            break e;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(events.iter().filter(|e| e.as_str() == "zone-entered yard").count(), 4, "{events:?}");
+    assert!(!events.iter().any(|e| e.ends_with(" gate")), "the config's line is not in effect: {events:?}");
+
+    // Counts, through the web app.
+    let q = format!("/api/cameras/cam/counts?from={}&to={}", T0 - 60_000_000, T0 + 300_000_000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let (code, _, body) = http(web, "GET", &q, &[("Authorization", &viewer)], "");
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let rows = json(&body);
+        let entries: u64 = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["rule"] == "yard")
+            .map(|c| c["entries"].as_u64().unwrap())
+            .sum();
+        if entries == 4 || Instant::now() > deadline {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let entries: u64 =
+        rows.as_array().unwrap().iter().filter(|c| c["rule"] == "yard").map(|c| c["entries"].as_u64().unwrap()).sum();
+    assert_eq!(entries, 4, "{rows}");
+
+    // Back to the config file's.
+    let (code, _, _) = http(web, "DELETE", path, &[("Authorization", &admin)], "");
+    assert_eq!(code, 204);
+    let (_, _, body) = http(web, "GET", path, &[("Authorization", &admin)], "");
+    assert_eq!(json(&body)["source"], "config");
+    let _ = std::fs::remove_dir_all(&dir);
+}
