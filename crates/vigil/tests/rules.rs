@@ -4,7 +4,9 @@
 //! line with a zone; frames of people walking through it then give zone
 //! events and counts, the config's line none; a viewer may read the rules
 //! but not change them; a bad rule is refused, naming it; `DELETE` gives
-//! the config's rules back.
+//! the config's rules back. In chromium (crates/web/tests/browser/rules.mjs):
+//! the zone over the video, the counts chart, the event strip, an admin
+//! drawing and saving a zone, the events page of a rule.
 
 mod common;
 
@@ -13,7 +15,6 @@ use rdkafka::producer::{BaseRecord, Producer};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-const T0: i64 = 1_700_000_040_000_000;
 const ADMIN_PW: &str = "admin-password-1";
 const VIEWER_PW: &str = "viewer-password-1";
 
@@ -86,6 +87,8 @@ fn rules_drawn_in_the_web_app_apply_without_a_restart() {
     wait_owned(&[pm], "process", bus::topics::DETECTIONS, Duration::from_secs(60));
     let (admin, viewer) = (login(web, "admin", ADMIN_PW), login(web, "viewer", VIEWER_PW));
     let path = "/api/cameras/cam/rules";
+    // Recent capture times: the web app shows the last hours.
+    let t0 = (bus::now_us() / 60_000_000 - 2) * 60_000_000;
 
     // The config file's rules, to anyone who may see the camera.
     let (code, _, body) = http(web, "GET", path, &[("Authorization", &viewer)], "");
@@ -111,9 +114,9 @@ fn rules_drawn_in_the_web_app_apply_without_a_restart() {
     // The running processor applies them to the frames that follow.
     std::thread::sleep(Duration::from_secs(1));
     let producer = camera_producer(&bus::KafkaConfig::new(listen.clone()));
-    let mut last = walking(0, 4, T0);
+    let mut last = walking(0, 4, t0);
     for seq in 0..160 {
-        last = walking(seq, 4, T0);
+        last = walking(seq, 4, t0);
         producer
             .send(BaseRecord::to(bus::topics::DETECTIONS).key("cam").payload(&serde_json::to_vec(&last).unwrap()))
             .unwrap();
@@ -139,7 +142,7 @@ fn rules_drawn_in_the_web_app_apply_without_a_restart() {
     assert!(!events.iter().any(|e| e.ends_with(" gate")), "the config's line is not in effect: {events:?}");
 
     // Counts, through the web app.
-    let q = format!("/api/cameras/cam/counts?from={}&to={}", T0 - 60_000_000, T0 + 300_000_000);
+    let q = format!("/api/cameras/cam/counts?from={}&to={}", t0 - 60_000_000, t0 + 300_000_000);
     let deadline = Instant::now() + Duration::from_secs(30);
     let rows = loop {
         let (code, _, body) = http(web, "GET", &q, &[("Authorization", &viewer)], "");
@@ -160,6 +163,28 @@ fn rules_drawn_in_the_web_app_apply_without_a_restart() {
     let entries: u64 =
         rows.as_array().unwrap().iter().filter(|c| c["rule"] == "yard").map(|c| c["entries"].as_u64().unwrap()).sum();
     assert_eq!(entries, 4, "{rows}");
+
+    // The same in a browser; an admin draws a zone there.
+    let url = format!("http://{web}/");
+    let got = run_browser("rules.mjs", &[("VIGIL_URL", &url), ("ADMIN_PASSWORD", ADMIN_PW), ("CAMERA", "cam")]);
+    eprintln!("browser: {got}");
+    assert_eq!(got["counts"]["yard"], 4, "{got}");
+    assert_eq!(got["source"], "web", "{got}");
+    // Corners clicked at a quarter and three quarters of the picture as
+    // shown: in the frame's pixels (640 x 360), within a pixel or two.
+    let porch: Vec<[f64; 2]> = serde_json::from_value(got["porch"].clone()).unwrap();
+    for (p, want) in porch.iter().zip([[160.0, 90.0], [480.0, 90.0], [320.0, 270.0]]) {
+        assert!(
+            (p[0] - want[0]).abs() <= 3.0 && (p[1] - want[1]).abs() <= 3.0,
+            "porch corner {p:?}, want {want:?}: {got}"
+        );
+    }
+    let kinds: Vec<String> = serde_json::from_value(got["rule_events"].clone()).unwrap();
+    assert_eq!(kinds.iter().filter(|k| *k == "zone-entered").count(), 4, "{got}");
+    let (_, _, body) = http(web, "GET", path, &[("Authorization", &admin)], "");
+    let names: Vec<String> =
+        json(&body)["zones"].as_array().unwrap().iter().map(|z| z["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["yard", "porch"], "saved through the API");
 
     // Back to the config file's.
     let (code, _, _) = http(web, "DELETE", path, &[("Authorization", &admin)], "");

@@ -293,6 +293,7 @@ async function cameraPage(id, at) {
     }
     $('#axis-from', main).textContent = fmtTime(from);
     $('#axis-to', main).textContent = 'now';
+    await eventStrip(id, main, from, to, play);
   };
   $('#timeline', main).onclick = e => {
     if (!range) return;
@@ -324,7 +325,14 @@ async function cameraPage(id, at) {
   window.vigil.play = play;
   if (at) play(at); else goLive();
   await timeline();
-  const refresh = setInterval(() => { if (!document.body.contains(form)) clearInterval(refresh); else timeline().catch(() => {}); }, 10000);
+  $('#counts-hours', main).onchange = () => countsChart(id, main);
+  await Promise.all([rulesEditor(id, main, window.vigil.me).catch(e => { $('#rules-error', main).textContent = e.message; }), countsChart(id, main)]);
+  let ticks = 0;
+  const refresh = setInterval(() => {
+    if (!document.body.contains(form)) return clearInterval(refresh);
+    timeline().catch(() => {});
+    if (++ticks % 6 === 0) countsChart(id, main).catch(() => {});
+  }, 10000);
 }
 
 async function topicsPage() {
@@ -371,6 +379,7 @@ function loginPage() {
 async function who() {
   try {
     const me = await api('/api/me');
+    window.vigil.me = me;
     $('#who').textContent = `${me.user} (${me.role})`;
     $('#logout').hidden = me.user === 'anonymous';
     return me;

@@ -218,6 +218,7 @@ async function eventsPage(params) {
   for (const c of cams) form.camera.append(new Option(c.id, c.id));
   form.camera.value = params.get('camera') || '';
   form.class.value = params.get('class') || '';
+  form.rule.value = params.get('rule') || '';
   const now = Date.now() * 1000;
   const from = Number(params.get('from')) || now - 24 * 3600e6 + 60e6, to = Number(params.get('to')) || null;
   form.from.value = toLocalInput(from);
@@ -227,6 +228,7 @@ async function eventsPage(params) {
     const q = new URLSearchParams();
     if (form.camera.value) q.set('camera', form.camera.value);
     if (form.class.value.trim()) q.set('class', form.class.value.trim());
+    if (form.rule.value.trim()) q.set('rule', form.rule.value.trim());
     if (form.from.value) q.set('from', new Date(form.from.value).getTime() * 1000);
     if (form.to.value) q.set('to', new Date(form.to.value).getTime() * 1000);
     const hash = `#/events?${q}`;
@@ -234,12 +236,18 @@ async function eventsPage(params) {
   };
   const q = new URLSearchParams({ from: Math.floor(from), limit: '500' });
   if (to) q.set('to', Math.floor(to));
-  for (const k of ['camera', 'class']) if (params.get(k)) q.set(k, params.get(k));
+  for (const k of ['camera', 'class', 'rule']) if (params.get(k)) q.set(k, params.get(k));
   let events;
   try {
     events = await api(`/api/events?${q}`);
   } catch (e) {
     $('#event-error', main).textContent = e.message;
+    return;
+  }
+  if (params.get('rule')) {
+    // A rule's events (zones, lines, motion): each its own row.
+    $('#event-list', main).replaceChildren(...events.map(ruleRow));
+    $('#event-count', main).textContent = events.length ? `${events.length} events` : 'no events in that range';
     return;
   }
   // One row per object: its newest event (the list comes newest first).

@@ -253,8 +253,8 @@ pub async fn range(
 pub struct EventQuery {
     camera: Option<String>,
     class: Option<String>,
-    /// A rule of `vigil process` (a zone or line): its events instead of
-    /// object events.
+    /// A rule of `vigil process` (a zone or line, or `motion`): its events
+    /// instead of object events; `*`: every rule's.
     rule: Option<String>,
     from: Option<i64>,
     to: Option<i64>,
@@ -266,7 +266,7 @@ pub struct EventQuery {
 fn wanted(e: &Event, q: &EventQuery, from: i64, to: i64) -> bool {
     let class = match (q.rule.as_deref().filter(|r| !r.is_empty()), &e.object, &e.rule) {
         (None, Some(o), _) if matches!(e.kind.as_str(), "object-appeared" | "object-left") => &o.class,
-        (Some(name), _, Some(r)) if r.rule == name => &r.class,
+        (Some(name), _, Some(r)) if r.rule == name || name == "*" => &r.class,
         _ => return false,
     };
     (from..=to).contains(&e.time_us)
@@ -403,5 +403,7 @@ mod tests {
         assert!(!wanted(&crossed, &by_rule("gate", Some("car")), 0, 100));
         assert!(!wanted(&crossed, &by_rule("porch", None), 0, 100));
         assert!(!wanted(&dog, &by_rule("gate", None), 0, 100), "no object events for a rule");
+        assert!(wanted(&crossed, &by_rule("*", None), 0, 100), "every rule's");
+        assert!(!wanted(&dog, &by_rule("*", None), 0, 100));
     }
 }
