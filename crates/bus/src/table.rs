@@ -24,6 +24,10 @@ pub struct Table<V> {
     /// Changes taken so far: a reader that caches what it made of the
     /// rows rebuilds when this moves.
     changes: Arc<AtomicU64>,
+    /// Per partition, the next offset to read.
+    next: Arc<Mutex<HashMap<i32, i64>>>,
+    topic: &'static str,
+    partitions: i32,
     task: tokio::task::AbortHandle,
 }
 
@@ -41,7 +45,8 @@ impl<V: DeserializeOwned + Clone + Send + 'static> Table<V> {
         let mut reader = Reader::assign(kafka, topic, groups::WEB, &from, metrics)?;
         let rows: Arc<Mutex<BTreeMap<String, V>>> = Default::default();
         let changes: Arc<AtomicU64> = Default::default();
-        let (shared, changed) = (rows.clone(), changes.clone());
+        let next: Arc<Mutex<HashMap<i32, i64>>> = Default::default();
+        let (shared, changed, read) = (rows.clone(), changes.clone(), next.clone());
         let skipped = metrics.counter(
             "vigil_table_unreadable_records_total",
             "Records of a compacted topic that did not parse, skipped.",
@@ -57,6 +62,7 @@ impl<V: DeserializeOwned + Clone + Send + 'static> Table<V> {
                         return;
                     }
                 };
+                read.lock().unwrap_or_else(|p| p.into_inner()).insert(m.partition(), m.offset() + 1);
                 let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()).map(str::to_string) else {
                     continue;
                 };
@@ -78,7 +84,34 @@ impl<V: DeserializeOwned + Clone + Send + 'static> Table<V> {
                 changed.fetch_add(1, Ordering::Release);
             }
         });
-        Ok(Table { rows, changes, task: task.abort_handle() })
+        Ok(Table { rows, changes, next, topic: topic.name, partitions, task: task.abort_handle() })
+    }
+
+    /// Waits until the table holds everything the topic held when called
+    /// (a stage that acts on its rows starts from all of them); an error
+    /// after `within`, or when the reader stopped.
+    pub async fn caught_up(&self, kafka: &KafkaConfig, within: std::time::Duration) -> Result<(), Error> {
+        let (k, topic, parts) = (kafka.clone(), self.topic, (0..self.partitions).collect::<Vec<_>>());
+        let ends = tokio::task::spawn_blocking(move || crate::range::watermarks(&k, topic, &parts))
+            .await
+            .map_err(|e| Error::Other(e.to_string()))??;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = self.next.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if ends.iter().all(|(p, (low, high))| high <= low || next.get(p).is_some_and(|n| n >= high)) {
+                return Ok(());
+            }
+            if self.stopped() || tokio::time::Instant::now() > deadline {
+                return Err(Error::Other(format!("{topic}: not read to its end within {within:?}")));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The reader stopped (an error it logged): the rows are no longer
+    /// kept current.
+    pub fn stopped(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Changes taken since the start (a tombstone is one too).

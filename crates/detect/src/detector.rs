@@ -327,9 +327,14 @@ impl Detector {
             Ok(r) => r,
             Err(e) => {
                 // Not fatal: the same frames fail the same way on a rerun,
-                // so skipping them keeps results deterministic.
-                tracing::warn!(error = %e, frames = jobs.len(), "inference failed; frames not analysed");
-                self.counters.undecodable.add(jobs.len() as u64);
+                // so skipping them keeps results deterministic. Frames the
+                // model was to skip anyway keep their records.
+                tracing::warn!(error = %e, frames = images.len(), "inference failed; frames not analysed");
+                self.counters.undecodable.add(images.len() as u64);
+                for job in jobs.iter().filter(|j| j.still) {
+                    self.counters.still.inc();
+                    self.publish_still(job, out).await?;
+                }
                 return Ok(());
             }
         };

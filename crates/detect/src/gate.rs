@@ -59,7 +59,14 @@ impl GateState {
     ) -> (FrameMotion, bool) {
         let (w, h) = (picture.width as usize, picture.height as usize);
         let out = self.motion.frame(&s.config, &Grey::packed(w, h, &picture.grey), mask.as_mut(), t);
-        let still = out.region.is_none() && !out.recalibrated && !out.tamper && !self.motion.moving();
+        // Only a frame compared with a settled scene, with nothing moving,
+        // is still (an image the check cannot read never is).
+        let still = out.compared
+            && out.region.is_none()
+            && !out.recalibrated
+            && !out.tamper
+            && !self.motion.moving()
+            && !self.motion.unsettled();
         let skip = s.gate && still && self.held.is_some() && self.motion.still_for(t) >= s.hold.as_secs_f64();
         let motion = FrameMotion {
             score: out.score,
@@ -123,5 +130,24 @@ mod tests {
         let off = MotionSettings { gate: false, ..s };
         let mut g = GateState { held: Some((0, Vec::new())), ..Default::default() };
         assert!((0..40).all(|i| !g.check(&off, &mut None, &picture(None), i * 500_000).1), "gate off: every frame");
+    }
+
+    #[test]
+    fn the_gate_never_skips_what_it_cannot_judge() {
+        let s = MotionSettings { hold: Duration::from_secs(1), ..Default::default() };
+        // An image too small for the check, for a minute.
+        let mut g = GateState { held: Some((0, Vec::new())), ..Default::default() };
+        let tiny = Picture { width: 2, height: 2, rgb: Vec::new(), grey: vec![0; 4] };
+        assert!((0..120).all(|i| !g.check(&s, &mut None, &tiny, i * 500_000).1), "an unreadable image");
+        // Most of the image changed (someone in front of the lens) for
+        // less than tamper_s: neither light nor tamper yet, not still.
+        let mut g = GateState { held: Some((0, Vec::new())), ..Default::default() };
+        for i in 0..10 {
+            g.check(&s, &mut None, &picture(None), i * 500_000);
+        }
+        assert!(g.check(&s, &mut None, &picture(None), 5_000_000).1, "settled and still");
+        let covered = Picture { grey: picture(None).grey.iter().map(|p| 255 - p).collect(), ..picture(None) };
+        let skipped = (11..25).filter(|i| g.check(&s, &mut None, &covered, i * 500_000).1).count();
+        assert_eq!(skipped, 0, "a scene changing wholesale is analysed");
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::geometry::Point;
 use crate::rules::{MOTION, Rules, applies};
-use crate::window::{Closed, Windows, slot};
+use crate::window::{Closed, Windows, slot, window_of};
 use schema::Detections;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -211,7 +211,9 @@ impl Camera {
         if m.moving
             && let Some(before) = self.moved_at
         {
-            tally.motion_s += (t - before).clamp(0, MOTION_GAP_US) as f64 / 1e6;
+            // Only the part within this minute: a minute holds at most 60 s.
+            let from = before.max(window_of(t)).max(t - MOTION_GAP_US);
+            tally.motion_s += (t - from).max(0) as f64 / 1e6;
         }
         match (self.moving_since, m.moving) {
             (None, true) => {

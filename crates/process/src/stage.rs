@@ -16,12 +16,10 @@ use crate::rules::{MOTION, Rules};
 use crate::window::{Closed, WINDOW_US};
 use bus::Record;
 use bus::metrics::{Counter, Gauge, Metrics};
-use bus::table::Table;
-use schema::{CameraRules, Count, Detections, Event, RuleHit};
+use schema::{Count, Detections, Event, RuleHit};
 use serde::{Deserialize, Serialize};
 use stage::Output;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -52,13 +50,16 @@ pub struct Processor {
     late: Counter,
     delay: Gauge,
     events: Metrics,
+    metrics: Metrics,
 }
 
 impl Processor {
-    /// `drawn`: the rules drawn in the web app (`vigil.rules`), if followed.
-    pub fn new(cfg: ProcessConfig, drawn: Option<Arc<Table<CameraRules>>>, metrics: &Metrics) -> Self {
+    /// `follow`: where to follow the rules drawn in the web app
+    /// (`vigil.rules`); none: the config file's only.
+    pub fn new(cfg: ProcessConfig, follow: Option<bus::KafkaConfig>, metrics: &Metrics) -> Self {
         Processor {
-            rules: Effective::new(cfg.rules.clone(), drawn),
+            rules: Effective::new(cfg.rules.clone(), follow),
+            metrics: metrics.clone(),
             delay: metrics.gauge(
                 "vigil_process_delay_seconds",
                 "Capture time to processing of the newest frame taken (the processor's lag behind the cameras).",
@@ -147,6 +148,7 @@ impl stage::Stage for Processor {
     type Source = bus::Reader;
 
     async fn assign(&mut self, partition: i32, state: Option<PartitionState>) -> Result<(), stage::Error> {
+        self.rules.follow(&self.metrics).await?;
         self.partitions.insert(partition, state.unwrap_or_default());
         Ok(())
     }
@@ -168,7 +170,7 @@ impl stage::Stage for Processor {
         self.delay.set((bus::now_us() - d.capture_us) as f64 / 1e6);
         // A camera without rules still has its motion events and counts.
         let none = Rules::default();
-        let rules = match self.rules.get(&d.camera) {
+        let rules = match self.rules.get(&d.camera)? {
             Some(rules) => rules,
             None if d.motion.is_some() => &none,
             None => return Ok(()),
@@ -223,9 +225,6 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), stage::Error> {
     let spec = stage_spec(&cfg, detections);
-    let m = metrics.clone();
-    let rules =
-        bus::topics::plan().into_iter().find(|t| t.name == bus::topics::RULES).expect("rules topic in the plan");
-    let drawn = Arc::new(Table::start(&kafka, &rules, rules.partitions, &metrics).map_err(stage::Error::from)?);
-    stage::run(spec, kafka, metrics, move || Ok(Processor::new(cfg.clone(), Some(drawn.clone()), &m)), shutdown).await
+    let (m, k) = (metrics.clone(), kafka.clone());
+    stage::run(spec, kafka, metrics, move || Ok(Processor::new(cfg.clone(), Some(k.clone()), &m)), shutdown).await
 }

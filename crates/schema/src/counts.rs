@@ -27,7 +27,8 @@ pub struct Count {
     /// over the camera's analysed frames of the minute.
     pub occupancy_peak: u32,
     pub occupancy_mean: f64,
-    /// The camera's analysed frames in the minute.
+    /// The camera's frames in the minute: analysed, or held by the motion
+    /// gate (their records carry the last analysed frame's objects).
     pub frames: u64,
     /// Seconds with motion on, in the camera's `motion` row (rule
     /// `motion`, class `any`); 0 in the others.

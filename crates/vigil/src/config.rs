@@ -145,8 +145,7 @@ pub struct JobsSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessSection {
-    /// Run a processor in `vigil up` (default true, when the detector runs
-    /// and a rule is declared).
+    /// Run a processor in `vigil up` (default true, when the detector runs).
     pub enabled: Option<bool>,
     pub lateness_s: Option<u64>,
     pub checkpoint_interval_ms: Option<u64>,
@@ -343,8 +342,8 @@ impl Settings {
         kafka.check_properties().map_err(|e| anyhow!(e))?;
         kafka.max_message_bytes = max_message_bytes;
         kafka.replication_factor = file.replication_factor.unwrap_or(if brokers.is_some() { -1 } else { 1 });
-        let process_in_up =
-            file.process.enabled.unwrap_or(true) && (!process.rules.is_empty() || detect.motion.enabled);
+        // With no rule and no motion it still follows rules drawn in the web app.
+        let process_in_up = file.process.enabled.unwrap_or(true);
         let mut rule_specs: BTreeMap<String, schema::CameraRules> = BTreeMap::new();
         let specs = file.process.zones.iter().map(|z| (z, true)).chain(file.process.lines.iter().map(|l| (l, false)));
         for (spec, zone) in specs {
@@ -621,9 +620,9 @@ mod tests {
         let ok = load(&zone("cam", "[[0, 0], [10, 0], [0, 10]]"), &["cam=synthetic:"]).unwrap();
         assert_eq!(ok.process.rules["cam"].zones[0].name, "porch");
         assert!(ok.process_in_up);
-        assert!(load("", &["cam=synthetic:"]).unwrap().process_in_up, "motion events");
-        let off = "[motion]\nenabled = false\n";
-        assert!(!load(off, &["cam=synthetic:"]).unwrap().process_in_up, "no rules, no motion: no processor");
+        assert!(load("", &["cam=synthetic:"]).unwrap().process_in_up, "motion events, rules drawn in the web app");
+        let off = "[process]\nenabled = false\n";
+        assert!(!load(off, &["cam=synthetic:"]).unwrap().process_in_up);
         let line = "[[process.lines]]\ncamera = \"cam\"\nname = \"gate\"\nstart = [5, 5]\nend = [5, 5]\n";
         let cases = [
             (

@@ -25,17 +25,12 @@ pub async fn run(s: Settings, transactions: bool) -> Result<()> {
             "the embedded broker has no Kafka transactions: leave process.transactions off (outputs are deduplicated by id)"
         );
     }
-    if cfg.rules.is_empty() && !s.detect.motion.enabled {
-        bail!(
-            "nothing to process: motion is off ([motion] enabled = false) and there are no rules; declare [[process.zones]] or [[process.lines]] (see vigil.example.toml)"
-        );
-    }
     crate::prepare_bus(&s).await?;
     let metrics = Metrics::default();
     let _m = crate::serve_metrics(&metrics, s.metrics_addr("127.0.0.1:9470")).await?;
     let rules: usize = cfg.rules.values().map(|r| r.zones.len() + r.lines.len()).sum();
     println!(
-        "vigil process: {} → {}, {} (motion events of every camera; {rules} rule(s) over {} camera(s); lateness {} s)",
+        "vigil process: {} → {}, {} (motion events of every camera; {rules} rule(s) in the config over {} camera(s), and those drawn in the web app; lateness {} s)",
         bus::topics::DETECTIONS,
         bus::topics::EVENTS,
         bus::topics::COUNTS,

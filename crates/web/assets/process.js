@@ -13,7 +13,9 @@ function svgEl(name, attrs = {}) {
 }
 
 // The size of the camera's analysed frames (the pixels rules are in): the
-// newest detection record's, else the video's own, else 640x360.
+// newest detection record's of the last 5 minutes; without a detector
+// running, the video's own (the main stream's, unless the page shows the
+// sub stream), else 640x360.
 async function frameSize(id, big) {
   const to = Date.now() * 1000;
   try {
@@ -191,7 +193,7 @@ async function countsChart(id, main) {
     const head = document.createElement('div');
     head.innerHTML = motion
       ? `<b>motion</b> <span class="muted">${sum('motion').toFixed(0)} s of motion</span>`
-      : `<b>${esc(rule)}</b> <span class="muted">in / left-to-right ${sum('up')}, out / right-to-left ${sum('down')}; line: mean occupancy</span>`;
+      : `<b>${esc(rule)}</b> <span class="muted">in / left-to-right ${sum('up')} (up), out / right-to-left ${sum('down')} (down); yellow: mean occupancy</span>`;
     row.append(head, svg);
     return row;
   }));

@@ -84,7 +84,7 @@ async fn save(
         by: user.name,
         updated_us: bus::now_us(),
     };
-    publish(&app, &id, Some(serde_json::to_vec(&record).expect("rules serialise"))).await?;
+    publish(&app, &id, Some(&record)).await?;
     Ok(Json(record))
 }
 
@@ -95,18 +95,26 @@ async fn reset(State(app): State<App>, Admin(user): Admin, Path(id): Path<String
 }
 
 /// Sends a camera's rules (or a tombstone) and waits until the broker has
-/// them, then until this web app's own table does (the next `GET` shows
-/// them).
-async fn publish(app: &App, id: &str, payload: Option<Vec<u8>>) -> Result<(), ApiError> {
+/// them, then (a few seconds at most) until this web app's own table does,
+/// so the next `GET` shows them.
+async fn publish(app: &App, id: &str, rules: Option<&CameraRules>) -> Result<(), ApiError> {
+    let payload = rules.map(|r| serde_json::to_vec(r).expect("rules serialise"));
+    if payload.as_ref().is_some_and(|p| p.len() > app.kafka.max_message_bytes) {
+        return Err(ApiError::bad("too many rules or points for one message"));
+    }
     let producer = app.kafka.producer(bus::Delivery::LastValue, 64).map_err(ApiError::internal)?;
-    let before = app.rules.changes();
     let mut record = FutureRecord::<str, [u8]>::to(bus::topics::RULES).key(id);
     if let Some(p) = &payload {
         record = record.payload(p);
     }
     producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| ApiError::internal(e))?;
+    let want = rules.map(|r| r.updated_us);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while app.rules.changes() == before && tokio::time::Instant::now() < deadline {
+    while tokio::time::Instant::now() < deadline {
+        let seen = app.rules.rows().into_iter().find(|r| r.camera == id).map(|r| r.updated_us);
+        if seen == want {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())

@@ -264,3 +264,22 @@ fn a_gap_in_motion_frames_is_not_motion() {
     // 0.1 + at most 2 (a 19.8 s gap) + 0.1.
     assert!((total - 2.2).abs() < 1e-9, "{total}");
 }
+
+#[test]
+fn motion_seconds_stay_within_their_minute() {
+    // Moving frames 1.5 s apart across a minute boundary: the first frame
+    // of the new minute counts only its part of the gap.
+    let mut cam = Camera::default();
+    let none = Rules::default();
+    let at = |seq: u64, t: i64| {
+        let mut d = moving(seq, true, false);
+        d.capture_us = t;
+        d
+    };
+    let minute = (T0 / 60_000_000 + 1) * 60_000_000;
+    cam.frame(&none, &at(1, minute - 1_000_000), 5_000_000);
+    cam.frame(&none, &at(2, minute + 500_000), 5_000_000);
+    let closed = cam.close_all();
+    let second: f64 = closed.iter().filter(|c| c.start_us == minute).map(|c| c.tally.motion_s).sum();
+    assert!((second - 0.5).abs() < 1e-9, "{second}");
+}
