@@ -89,9 +89,10 @@ impl Scratch {
             let r1 = &image.pixels[(y * k + c1) * stride..][..w * k];
             // Both rows summed whole (sequential, vectorised: every cache
             // line of them is read anyway), then each block's centre pair.
-            // Touch the next rows' cache lines now: their loads from memory
-            // overlap this row's work.
-            if y + 2 < h {
+            // A large image (its rows far apart, likely not in cache):
+            // touch the rows after next now, so their loads from memory
+            // overlap this row's work. (A small one is read faster without.)
+            if k > 2 && y + 2 < h {
                 let next = |c: usize| &image.pixels[((y + 2) * k + c) * stride..][..w * k];
                 let (n0, n1) = (next(c0), next(c1));
                 let touched = n0.iter().step_by(64).zip(n1.iter().step_by(64)).fold(0u8, |t, (a, b)| t ^ a ^ b);
