@@ -133,35 +133,8 @@ fn same(a: &schema::Object, b: &schema::Object) -> bool {
 
 /// The camera's records by seq, once the detector has stopped adding any.
 async fn settled(s: &Settings, camera: &str, within: Duration) -> Result<BTreeMap<u64, Detections>> {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut last = usize::MAX;
-    loop {
-        let k = s.kafka.clone();
-        let spec = s.plan.iter().find(|t| t.name == bus::topics::DETECTIONS).context("detections topic")?;
-        let range = bus::range::Range::all(spec.name, spec.delivery, spec.partitions, Duration::from_secs(30));
-        let camera = camera.to_string();
-        let got = tokio::task::spawn_blocking(move || {
-            let mut seen = BTreeMap::new();
-            bus::range::read(&k, &range, |m| {
-                use rdkafka::Message;
-                if let Some(d) = m.payload().and_then(|p| serde_json::from_slice::<Detections>(p).ok())
-                    && d.camera == camera
-                {
-                    seen.insert(d.seq, d);
-                }
-            })
-            .map(|()| seen)
-        })
-        .await??;
-        if !got.is_empty() && got.len() == last {
-            return Ok(got);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("the detector published {} records and had not caught up after {within:?}", got.len());
-        }
-        last = got.len();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
+    let records = crate::street::settled_detections(s, within).await?;
+    Ok(records.into_iter().filter(|d| d.camera == camera).map(|d| (d.seq, d)).collect())
 }
 
 /// User and system CPU seconds of process `pid` so far (/proc/PID/stat).

@@ -98,7 +98,11 @@ pub async fn street(mut s: Settings, a: StreetBenchArgs) -> Result<()> {
         // it again; frames past the first pass are left out below).
         tokio::time::sleep(Duration::from_secs_f64(video_s + 3.0)).await;
         drop(ingest);
-        let mut frames = settled_detections(&s, Duration::from_secs(120)).await?;
+        let mut records = settled_detections(&s, Duration::from_secs(120)).await?;
+        records.sort_by_key(|d| d.capture_us);
+        let t0 = records.first().map_or(0, |d| d.capture_us);
+        let mut frames: Vec<(f64, Vec<Object>)> =
+            records.into_iter().map(|d| ((d.capture_us - t0) as f64 / 1e6, d.objects)).collect();
         frames.retain(|f| f.0 < video_s);
         frames
     };
@@ -141,9 +145,9 @@ pub async fn street(mut s: Settings, a: StreetBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `vigil.detections` once the detector has caught up (no new record for
-/// two reads in a row): each analysed frame's time (s) and objects.
-async fn settled_detections(s: &Settings, within: Duration) -> Result<Vec<(f64, Vec<Object>)>> {
+/// The records of `vigil.detections`, each once, after the detector has
+/// stopped adding any (two reads `within` apart find as many).
+pub(crate) async fn settled_detections(s: &Settings, within: Duration) -> Result<Vec<schema::Detections>> {
     let deadline = Instant::now() + within;
     let mut last = usize::MAX;
     loop {
@@ -161,16 +165,13 @@ async fn settled_detections(s: &Settings, within: Duration) -> Result<Vec<(f64, 
             .map(|()| seen)
         })
         .await??;
-        let mut frames: Vec<_> = got.into_values().map(|d| (d.capture_us, d.objects)).collect();
-        frames.sort_by_key(|f| f.0);
-        if !frames.is_empty() && frames.len() == last {
-            let t0 = frames[0].0;
-            return Ok(frames.into_iter().map(|(t, o)| ((t - t0) as f64 / 1e6, o)).collect());
+        if !got.is_empty() && got.len() == last {
+            return Ok(got.into_values().collect());
         }
         if Instant::now() > deadline {
-            bail!("the detector published {} frames and had not caught up after {within:?}", frames.len());
+            bail!("the detector published {} records and had not caught up after {within:?}", got.len());
         }
-        last = frames.len();
+        last = got.len();
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }

@@ -293,7 +293,7 @@ impl Detector {
         if self.cfg.motion.enabled {
             let started = Instant::now();
             let size = (picture.width as usize, picture.height as usize);
-            if cam.mask.as_ref().is_none_or(|m| m.source != size) {
+            if !self.cfg.motion.masks.is_empty() && cam.mask.as_ref().is_none_or(|m| m.source != size) {
                 cam.mask = mask_for(&self.cfg.motion, &meta.camera, size);
             }
             let (m, skip) = cam.state.gate.check(&self.cfg.motion, &mut cam.mask, &picture, meta.capture_us);

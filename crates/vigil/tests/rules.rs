@@ -12,7 +12,6 @@ mod common;
 
 use common::*;
 use rdkafka::producer::{BaseRecord, Producer};
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const ADMIN_PW: &str = "admin-password-1";
@@ -33,16 +32,6 @@ name = "gate"
 start = [300, 0]
 end = [300, 360]
 "#;
-
-fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
-}
-
-fn login(web: std::net::SocketAddr, user: &str, pw: &str) -> String {
-    let (code, _, body) = http(web, "POST", "/api/login", &[], &format!(r#"{{"user":"{user}","password":"{pw}"}}"#));
-    assert_eq!(code, 200, "login {user}: {}", String::from_utf8_lossy(&body));
-    format!("Bearer {}", json(&body)["token"].as_str().unwrap())
-}
 
 /// The rule events on `vigil.events`, as `kind rule`.
 fn rule_events(brokers: &str) -> Vec<String> {
@@ -85,7 +74,8 @@ fn rules_drawn_in_the_web_app_apply_without_a_restart() {
     let _serve = Vigil::start("serve", &[&s_args[..], &base].concat(), &dir);
     wait_port(web, Duration::from_secs(60));
     wait_owned(&[pm], "process", bus::topics::DETECTIONS, Duration::from_secs(60));
-    let (admin, viewer) = (login(web, "admin", ADMIN_PW), login(web, "viewer", VIEWER_PW));
+    let bearer = |user, pw| format!("Bearer {}", login(web, user, pw));
+    let (admin, viewer) = (bearer("admin", ADMIN_PW), bearer("viewer", VIEWER_PW));
     let path = "/api/cameras/cam/rules";
     // Recent capture times: the web app shows the last hours.
     let t0 = (bus::now_us() / 60_000_000 - 2) * 60_000_000;

@@ -28,10 +28,6 @@ source = "synthetic:width=320,height=180,fps=5,codec=mjpeg"
 min_free_bytes = 0
 "#;
 
-fn json(body: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
-}
-
 fn login(web: SocketAddr, user: &str, pw: &str) -> (String, String) {
     let (code, head, body) = http(web, "POST", "/api/login", &[], &format!(r#"{{"user":"{user}","password":"{pw}"}}"#));
     assert_eq!(code, 200, "login {user}: {}", String::from_utf8_lossy(&body));

@@ -11,9 +11,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,16 +19,6 @@ use std::time::{Duration, Instant};
 const ADMIN_PW: &str = "admin-password-1";
 const VIEWER_PW: &str = "viewer-password-1";
 const PHOTO: &str = "/usr/share/darknet/data/dog.jpg";
-
-fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
-}
-
-fn login(web: SocketAddr, user: &str, pw: &str) -> String {
-    let (code, _, body) = http(web, "POST", "/api/login", &[], &format!(r#"{{"user":"{user}","password":"{pw}"}}"#));
-    assert_eq!(code, 200, "login {user}: {}", String::from_utf8_lossy(&body));
-    json(&body)["token"].as_str().unwrap().to_string()
-}
 
 /// What this test needs beyond the build; `None` when all is there.
 fn missing() -> Option<String> {

@@ -11,21 +11,10 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use std::time::Duration;
 
 const ADMIN_PW: &str = "admin-password-1";
 const VIEWER_PW: &str = "viewer-password-1";
-
-fn json(body: &[u8]) -> Value {
-    serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
-}
-
-fn login(web: std::net::SocketAddr, user: &str, pw: &str) -> String {
-    let (code, _, body) = http(web, "POST", "/api/login", &[], &format!(r#"{{"user":"{user}","password":"{pw}"}}"#));
-    assert_eq!(code, 200, "login {user}: {}", String::from_utf8_lossy(&body));
-    json(&body)["token"].as_str().unwrap().to_string()
-}
 
 #[test]
 fn upload_follow_and_play_a_job_in_the_browser() {

@@ -469,3 +469,15 @@ pub fn walking(seq: u64, people: u64, t0: i64) -> schema::Detections {
         motion: None,
     }
 }
+
+/// A response body as JSON (a panic showing it when it is not).
+pub fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+}
+
+/// Logs `user` in to the web app at `web`: their API token.
+pub fn login(web: SocketAddr, user: &str, pw: &str) -> String {
+    let (code, _, body) = http(web, "POST", "/api/login", &[], &format!(r#"{{"user":"{user}","password":"{pw}"}}"#));
+    assert_eq!(code, 200, "login {user}: {}", String::from_utf8_lossy(&body));
+    json(&body)["token"].as_str().unwrap().to_string()
+}

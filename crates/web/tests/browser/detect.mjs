@@ -5,7 +5,7 @@
 // and exits non-zero on the first failed check (or after 150 s in all).
 //
 // env: VIGIL_URL, ADMIN_PASSWORD, CAMERA
-import { adminPage, launch } from './launch.mjs';
+import { adminPage, launch, waitUntil } from './launch.mjs';
 
 const url = process.env.VIGIL_URL;
 const cam = process.env.CAMERA;
@@ -13,15 +13,8 @@ const results = {};
 const fail = msg => { throw new Error(msg); };
 setTimeout(() => { console.error('detect.mjs: over 150 s'); process.exit(3); }, 150000).unref();
 
-async function waitFor(page, fn, arg, what, ms = 20000) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: ms, polling: 200 });
-  } catch (e) {
-    const stats = await page.evaluate(() => JSON.stringify({ live: window.vigil?.stats, playback: window.vigil?.playbackStats }))
-      .catch(() => '?');
-    fail(`${what}: not within ${ms} ms (${stats})`);
-  }
-}
+const waitFor = (page, fn, arg, what, ms = 20000) => waitUntil(page, fn, arg, what,
+  () => JSON.stringify({ live: window.vigil?.stats, playback: window.vigil?.playbackStats }), ms);
 
 const browser = await launch();
 try {

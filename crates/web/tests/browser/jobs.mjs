@@ -5,7 +5,7 @@
 // non-zero on the first failed check (or after 150 s in all).
 //
 // env: VIGIL_URL, ADMIN_PASSWORD, VIDEO (a file with COCO objects)
-import { adminPage, launch } from './launch.mjs';
+import { adminPage, launch, waitUntil } from './launch.mjs';
 import { basename } from 'node:path';
 
 const url = process.env.VIGIL_URL;
@@ -14,15 +14,9 @@ const results = {};
 const fail = msg => { throw new Error(msg); };
 setTimeout(() => { console.error('jobs.mjs: over 150 s'); process.exit(3); }, 150000).unref();
 
-async function waitFor(page, fn, arg, what, ms = 20000) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: ms, polling: 200 });
-  } catch (e) {
-    const state = await page.evaluate(() => JSON.stringify({ jobs: document.querySelector('#job-list')?.innerText,
-      error: document.querySelector('#job-error')?.innerText, stats: window.vigil?.jobStats })).catch(() => '?');
-    fail(`${what}: not within ${ms} ms (${state})`);
-  }
-}
+const waitFor = (page, fn, arg, what, ms = 20000) => waitUntil(page, fn, arg, what,
+  () => JSON.stringify({ jobs: document.querySelector('#job-list')?.innerText,
+    error: document.querySelector('#job-error')?.innerText, stats: window.vigil?.jobStats }), ms);
 
 const browser = await launch();
 try {

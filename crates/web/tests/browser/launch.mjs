@@ -24,3 +24,14 @@ export async function adminPage(browser, url, password) {
   await page.waitForSelector('#who:not(:empty)', { timeout: 60000 });
   return page;
 }
+
+// Waits until `fn(arg)` holds in the page (polled every 200 ms); else
+// throws, naming `what` and adding what `state()`, run in the page, says.
+export async function waitUntil(page, fn, arg, what, state, ms) {
+  try {
+    await page.waitForFunction(fn, arg, { timeout: ms, polling: 200 });
+  } catch (e) {
+    const seen = await page.evaluate(state).catch(() => '?');
+    throw new Error(`${what}: not within ${ms} ms (${seen})`);
+  }
+}

@@ -5,6 +5,7 @@
 // env: VIGIL_URL, ADMIN_PASSWORD, VIEWER_PASSWORD, CAMERAS (comma list, the
 // viewer may see only the first), DOWNLOAD_DIR, MODE (mse|webcodecs)
 import { chromium } from 'playwright-core';
+import { waitUntil } from './launch.mjs';
 
 const url = process.env.VIGIL_URL;
 const cameras = process.env.CAMERAS.split(',');
@@ -13,13 +14,8 @@ const results = { mode };
 const fail = msg => { throw new Error(msg); };
 const sleep = ms => new Promise(r => setTimeout(r, ms));
 
-async function waitFor(page, fn, arg, what, ms = 15000) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: ms, polling: 200 });
-  } catch (e) {
-    fail(`${what}: not within ${ms} ms (${await page.evaluate(() => JSON.stringify(window.vigil?.stats)).catch(() => '?')})`);
-  }
-}
+const waitFor = (page, fn, arg, what, ms = 15000) =>
+  waitUntil(page, fn, arg, what, () => JSON.stringify(window.vigil?.stats), ms);
 
 async function login(page, user, password) {
   await page.goto(`${url}?mode=${mode}#/login`);

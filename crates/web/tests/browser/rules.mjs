@@ -6,7 +6,7 @@
 // of results and exits non-zero on the first failed check (or after 150 s).
 //
 // env: VIGIL_URL, ADMIN_PASSWORD, CAMERA
-import { adminPage, launch } from './launch.mjs';
+import { adminPage, launch, waitUntil } from './launch.mjs';
 
 const url = process.env.VIGIL_URL;
 const cam = process.env.CAMERA;
@@ -14,16 +14,10 @@ const results = {};
 const fail = msg => { throw new Error(msg); };
 setTimeout(() => { console.error('rules.mjs: over 150 s'); process.exit(3); }, 150000).unref();
 
-async function waitFor(page, fn, arg, what, ms = 20000) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: ms, polling: 200 });
-  } catch (e) {
-    const seen = await page.evaluate(() => JSON.stringify({ counts: window.vigil?.counts, strip: window.vigil?.strip,
-      error: document.querySelector('#rules-error')?.textContent, hint: document.querySelector('#draw-hint')?.textContent,
-      rules: window.vigil?.rules?.rules, draft: window.vigil?.rules?.draft })).catch(() => '?');
-    fail(`${what}: not within ${ms} ms (${seen})`);
-  }
-}
+const waitFor = (page, fn, arg, what, ms = 20000) => waitUntil(page, fn, arg, what,
+  () => JSON.stringify({ counts: window.vigil?.counts, strip: window.vigil?.strip,
+    error: document.querySelector('#rules-error')?.textContent, hint: document.querySelector('#draw-hint')?.textContent,
+    rules: window.vigil?.rules?.rules, draft: window.vigil?.rules?.draft }), ms);
 
 const browser = await launch();
 try {
